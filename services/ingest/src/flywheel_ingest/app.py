@@ -1,0 +1,363 @@
+"""Wiring: the FastAPI app, its Kafka producer and consumers, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from flywheel_shared.events import Label
+from flywheel_shared.http import RequestMetrics, ops_router
+from flywheel_shared.kafka.admin import ensure_topics
+from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
+from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.logging import setup_logging
+from flywheel_shared.storage import ObjectStore
+from pydantic import TypeAdapter, ValidationError
+
+from .contracts import ContractSource, load_spec_files
+from .domain.manifest import Manifest
+from .handlers import IngestService, UnknownDataset
+from .settings import IngestSettings
+from .writer import DatasetWriter
+
+log = logging.getLogger(__name__)
+TOPICS_USED = [
+    "data.raw",
+    "data.validated",
+    "data.rejected",
+    "data.batch.committed",
+    "data.labels",
+    "deadletter",
+]
+_LABELS = TypeAdapter(list[Label])
+_JSON_TYPES = {"application/json"}
+_NDJSON_TYPES = {
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client as ``{"detail": ..., "code": ...}``."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+class Runtime:
+    """The service's moving parts; connects to Kafka in the background and keeps retrying."""
+
+    def __init__(self, settings: IngestSettings, contracts: ContractSource) -> None:
+        self.settings = settings
+        self.contracts = contracts
+        self.store = ObjectStore(settings.storage.uri)
+        self.producer = EventProducer(settings.kafka, client_id="flywheel-ingest")
+        self.service = IngestService(
+            contracts,
+            self.producer,
+            chunk_records=settings.chunk_records,
+            keep_rejected_records=settings.keep_rejected_records,
+        )
+        self.writer = DatasetWriter(
+            self.store,
+            contracts,
+            self.producer,
+            max_rows=settings.segment_rows,
+            max_age_s=settings.segment_seconds,
+        )
+        self.consumers: list[EventConsumer] = []
+        self.connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+
+    def _make_consumers(self) -> list[EventConsumer]:
+        s, out = self.settings, []
+        if s.run_raw_consumer:
+            out.append(
+                EventConsumer(
+                    s.kafka,
+                    ConsumerConfig(group_id="flywheel-ingest-raw", topics=["data.raw"]),
+                    self.service.on_raw,
+                    self.producer,
+                )
+            )
+        if s.run_writer:
+            out.append(
+                EventConsumer(
+                    s.kafka,
+                    ConsumerConfig(group_id="flywheel-ingest-writer", topics=["data.validated"]),
+                    self.writer.handle,
+                    self.producer,
+                    processed=self.writer,
+                    commit_barrier=self.writer.barrier,
+                    on_revoked=self.writer.on_revoked,
+                    on_tick=self.writer.tick,
+                    drain=self.writer.flush,
+                )
+            )
+        return out
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await ensure_topics(self.settings.kafka, TOPICS_USED)
+                if not self.producer.started:
+                    await self.producer.start()
+                if self.settings.run_writer:
+                    await self.writer.start()
+                for consumer in self._make_consumers():
+                    await consumer.start()
+                    self.consumers.append(consumer)
+                self.connected.set()
+                log.info("connected to kafka", extra={"bootstrap": self.settings.kafka.bootstrap})
+                return
+            except (KafkaError, OSError) as exc:
+                for consumer in self.consumers:
+                    await consumer.stop()
+                self.consumers.clear()
+                log.warning(
+                    "kafka not reachable yet, retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """Start connecting at start-up; drain consumers and flush the producer at shutdown."""
+        self._connect_task = asyncio.create_task(self._connect(), name="kafka-connect")
+        try:
+            yield
+        finally:
+            self._connect_task.cancel()
+            await asyncio.gather(self._connect_task, return_exceptions=True)
+            for consumer in self.consumers:
+                await consumer.stop()
+            await self.producer.stop()
+            log.info("ingest stopped")
+
+    async def kafka_ready(self) -> str | None:
+        """Readiness check of the Kafka link."""
+        if not self.connected.is_set():
+            return "connecting to kafka"
+        for consumer in self.consumers:
+            problem = consumer.alive()
+            if problem:
+                return problem
+        return await self.producer.ping()
+
+    async def storage_ready(self) -> str | None:
+        """Readiness check of the dataset store."""
+        await asyncio.to_thread(self.store.list, "datasets")
+        return None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                413, "body_too_large", f"request body is over the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_records(body: bytes, content_type: str) -> list[Any]:
+    if content_type in _JSON_TYPES:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        if isinstance(data, dict) and isinstance(data.get("records"), list):
+            data = data["records"]
+        if not isinstance(data, list):
+            raise ApiError(
+                400, "not_an_array", 'body must be a JSON array of records (or {"records": [...]})'
+            )
+        return data
+    records = []
+    for n, line in enumerate(body.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, "invalid_json", f"line {n} is not valid JSON: {exc}") from exc
+    return records
+
+
+def create_app(
+    settings: IngestSettings | None = None, contracts: ContractSource | None = None
+) -> FastAPI:
+    """Build the ingest app (contracts default to the spec files named in settings)."""
+    settings = settings or IngestSettings()
+    rt = Runtime(settings, contracts or load_spec_files(settings.specs))
+    app = FastAPI(
+        title="Flywheel ingest",
+        version="0.1.0",
+        description="Validates data events against their dataset contract and stores them.",
+        lifespan=rt.lifespan,
+    )
+    app.state.runtime = rt
+    app.include_router(ops_router({"kafka": rt.kafka_ready, "storage": rt.storage_ready}))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return _json(exc.status, {"detail": exc.detail, "code": exc.code}, exc.headers)
+
+    def _unavailable(exc: BaseException) -> ApiError:
+        log.warning("publish failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return ApiError(
+            503,
+            "kafka_unavailable",
+            "Kafka did not acknowledge; nothing was stored, retry",
+            {"Retry-After": "1"},
+        )
+
+    @app.post("/v1/datasets/{name}/records", status_code=202, summary="Submit records to a dataset")
+    async def post_records(name: str, request: Request) -> Response:
+        """Validate a JSON array (or NDJSON body) of records and publish them.
+
+        Answers after Kafka acknowledged: 202 with counts and, for each refused record, its
+        index and field errors; 422 when every record was refused.
+        """
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in _JSON_TYPES and ctype not in _NDJSON_TYPES:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "send application/json (an array) or application/x-ndjson",
+            )
+        try:
+            rt.service.validator(name)
+        except UnknownDataset:
+            raise ApiError(
+                404, "unknown_dataset", f"no contract declares dataset '{name}'"
+            ) from None
+        records = _parse_records(await _read_body(request, settings.max_body_bytes), ctype)
+        if not records:
+            raise ApiError(400, "empty", "no records in the body")
+        if not rt.producer.started:
+            raise ApiError(
+                503, "not_ready", "not connected to Kafka yet, retry", {"Retry-After": "1"}
+            )
+        try:
+            result = await rt.service.submit(
+                name,
+                records,
+                path="http",
+                source=request.headers.get("x-flywheel-source"),
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        body = {
+            "dataset": name,
+            "accepted": result.accepted,
+            "rejected": len(result.rejections),
+            "rejections": [r.model_dump(exclude={"record"}) for r in result.rejections],
+        }
+        return _json(202 if result.accepted else 422, body)
+
+    @app.post("/v1/datasets/{name}/labels", status_code=202, summary="Submit late ground truth")
+    async def post_labels(name: str, request: Request) -> Response:
+        """Labels for earlier records or predictions: ``[{"record_id"|"prediction_id", "label"}]``."""
+        body = await _read_body(request, settings.max_body_bytes)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        if isinstance(data, dict):
+            data = data.get("labels", [data])
+        try:
+            labels = _LABELS.validate_python(data)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_labels", str(exc)) from exc
+        if not labels:
+            raise ApiError(400, "empty", "no labels in the body")
+        try:
+            n = await rt.service.submit_labels(name, labels)
+        except UnknownDataset:
+            raise ApiError(
+                404, "unknown_dataset", f"no contract declares dataset '{name}'"
+            ) from None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_labels", str(exc)) from exc
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return _json(202, {"dataset": name, "accepted": n})
+
+    @app.get("/v1/datasets", summary="List datasets")
+    async def list_datasets() -> Response:
+        """Every declared dataset with its contract."""
+        return _json(
+            200,
+            [
+                {"name": n, "contract": c.model_dump(mode="json")}
+                for n in rt.contracts.names()
+                if (c := rt.contracts.get(n)) is not None
+            ],
+        )
+
+    @app.get("/v1/datasets/{name}", summary="Dataset contract and stored segments")
+    async def get_dataset(name: str) -> Response:
+        """The contract, row and segment counts, and the current snapshot id."""
+        contract = rt.contracts.get(name)
+        if contract is None:
+            raise ApiError(404, "unknown_dataset", f"no contract declares dataset '{name}'")
+        key = DatasetWriter.manifest_key(name)
+        manifest = (
+            Manifest.model_validate_json(await asyncio.to_thread(rt.store.get, key))
+            if await asyncio.to_thread(rt.store.exists, key)
+            else Manifest(dataset=name)
+        )
+        return _json(
+            200,
+            {
+                "name": name,
+                "contract": contract.model_dump(mode="json"),
+                "rows": manifest.total_rows,
+                "segments": len(manifest.segments),
+                "snapshot_id": manifest.snapshot_id(),
+                "manifest_uri": rt.store.uri(key),
+            },
+        )
+
+    app.add_middleware(RequestMetrics, service="ingest")
+    return app
+
+
+def main() -> None:
+    """Run the ingest service (``python -m flywheel_ingest``)."""
+    import uvicorn
+
+    settings = IngestSettings()
+    setup_logging("ingest", settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="asyncio",
+        log_config=None,
+        timeout_graceful_shutdown=20,
+    )

@@ -1,0 +1,28 @@
+"""Ingest settings (environment prefix ``FLYWHEEL_INGEST_``)."""
+
+from __future__ import annotations
+
+from flywheel_shared.settings import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class IngestSettings(ServiceSettings):
+    """Everything ingest reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_INGEST_", extra="ignore")
+
+    specs: str = Field(
+        "examples/*/flywheel.yaml", description="glob(s) of model spec files holding the contracts"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest accepted request body"
+    )
+    chunk_records: int = Field(500, ge=1, description="records per data.validated message")
+    segment_rows: int = Field(10_000, ge=1, description="seal a segment at this many rows")
+    segment_seconds: float = Field(5.0, gt=0, description="... or when its oldest row is this old")
+    run_raw_consumer: bool = Field(True, description="validate records published to data.raw")
+    run_writer: bool = Field(True, description="write data.validated into Parquet segments")
+    keep_rejected_records: bool = Field(
+        True, description="copy refused records into data.rejected (off: reasons only)"
+    )

@@ -1,0 +1,367 @@
+"""Versioned event contracts for the whole loop.
+
+Every message Flywheel puts on Kafka is one of these classes, serialised as JSON. They are
+frozen, refuse unknown fields and are discriminated by ``type``. Additive change = a new
+optional field; a breaking change = a new class on a ``.v{N+1}`` topic (see ``topics.py``).
+``make schemas`` writes their JSON Schema to ``shared/schemas/``; CI fails if it is stale.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4, uuid5
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+JsonRecord = dict[str, Any]
+# Deterministic ids (uuid5) for events derived from other events, so that a re-run after a
+# crash produces the same event_id and idempotent consumers drop the duplicate.
+FLYWHEEL_NS = UUID("6c1c1a4e-2f55-4d59-9a4f-3c1f2b0e9f11")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def derived_id(*parts: object) -> UUID:
+    """A stable UUID for an event derived from ``parts`` (same parts, same id)."""
+    return uuid5(FLYWHEEL_NS, "/".join(str(p) for p in parts))
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: UUID = Field(default_factory=uuid4, description="unique; consumers dedupe on it")
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    correlation_id: UUID = Field(
+        default_factory=uuid4,
+        description="follows one loop iteration: data batch → model → rollout",
+    )
+    schema_version: int = 1
+
+    #: Name of the logical topic (``topics.TOPICS``) this event goes to.
+    topic: ClassVar[str]
+
+    def key(self) -> str:
+        """Partition key: the dataset or model the event is about."""
+        for attr in ("model", "dataset"):
+            value = getattr(self, attr, None)
+            if isinstance(value, str):
+                return value
+        return str(self.event_id)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class RawRecords(Event):
+    """Records published straight to Kafka by a producer, before validation."""
+
+    topic: ClassVar[str] = "data.raw"
+    type: Literal["data.raw"] = "data.raw"
+    dataset: str
+    records: list[JsonRecord] = Field(min_length=1)
+    source: str | None = Field(None, description="who sent it (producer name)")
+
+
+class RecordsValidated(Event):
+    """Records that passed their dataset contract (normalised), ready to be stored."""
+
+    topic: ClassVar[str] = "data.validated"
+    type: Literal["data.validated"] = "data.validated"
+    dataset: str
+    records: list[JsonRecord]
+    source: str | None = None
+
+
+class FieldError(BaseModel):
+    """Why one field of one record was refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    field: str
+    reason: str
+
+
+class Rejection(BaseModel):
+    """One refused record: its index in the request or event, the record, the errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    index: int
+    errors: list[FieldError]
+    record: Any = None
+
+
+class RecordsRejected(Event):
+    """Records that failed their dataset contract, with the reasons (the data DLQ)."""
+
+    topic: ClassVar[str] = "data.rejected"
+    type: Literal["data.rejected"] = "data.rejected"
+    dataset: str
+    rejections: list[Rejection]
+    source: str | None = None
+
+
+class NumericStats(BaseModel):
+    """Summary of a numeric field in one segment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    count: int
+    nulls: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+
+
+class CategoricalStats(BaseModel):
+    """Summary of a categorical (or bool/string) field in one segment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    count: int
+    nulls: int
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class BatchCommitted(Event):
+    """A new Parquet segment is durable and listed in the dataset manifest: new data."""
+
+    topic: ClassVar[str] = "data.batch.committed"
+    type: Literal["data.batch.committed"] = "data.batch.committed"
+    dataset: str
+    segment_id: str
+    segment_uri: str
+    row_count: int
+    content_hash: str = Field(description="sha256 of the segment file")
+    snapshot_id: str = Field(description="sha256 of the ordered list of segment hashes")
+    total_rows: int = Field(description="rows in the dataset at this snapshot")
+    segment_count: int
+    min_event_time: AwareDatetime | None = None
+    max_event_time: AwareDatetime | None = None
+    stats: dict[str, NumericStats | CategoricalStats] = Field(default_factory=dict)
+
+
+class Label(BaseModel):
+    """Ground truth for one record or prediction, arriving late."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    record_id: str | None = None
+    prediction_id: str | None = None
+    label: Any
+    observed_at: AwareDatetime | None = None
+
+
+class LabelsReceived(Event):
+    """Late ground truth, joined by the monitor to predictions."""
+
+    topic: ClassVar[str] = "data.labels"
+    type: Literal["data.labels"] = "data.labels"
+    dataset: str
+    labels: list[Label] = Field(min_length=1)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+class TrainingStarted(Event):
+    """A training run began."""
+
+    topic: ClassVar[str] = "training.started"
+    type: Literal["training.started"] = "training.started"
+    model: str
+    run_id: str
+    trigger: Literal["new_data", "retrain", "staleness", "manual"]
+    snapshot_id: str | None = None
+
+
+class TrainingCompleted(Event):
+    """A training run finished and was gated (passed or not)."""
+
+    topic: ClassVar[str] = "training.completed"
+    type: Literal["training.completed"] = "training.completed"
+    model: str
+    run_id: str
+    version: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] | None = None
+    passed_gate: bool
+    gate_reasons: list[str] = Field(default_factory=list)
+    duration_s: float
+
+
+class TrainingFailed(Event):
+    """A training run crashed or timed out."""
+
+    topic: ClassVar[str] = "training.failed"
+    type: Literal["training.failed"] = "training.failed"
+    model: str
+    run_id: str
+    error: str
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+class ModelVersionRegistered(Event):
+    """A new model version exists in the registry."""
+
+    topic: ClassVar[str] = "model.version.registered"
+    type: Literal["model.version.registered"] = "model.version.registered"
+    model: str
+    version: int
+    status: Literal["candidate", "rejected", "archived"]
+    artifact_uri: str
+    artifact_sha256: str
+    snapshot_id: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelAliasChanged(Event):
+    """An alias (production, canary, shadow) moved; serving follows it."""
+
+    topic: ClassVar[str] = "model.alias.changed"
+    type: Literal["model.alias.changed"] = "model.alias.changed"
+    model: str
+    alias: Literal["production", "canary", "shadow"]
+    version: int | None = Field(description="None = alias removed")
+    previous_version: int | None = None
+    weight: float | None = Field(None, ge=0, le=1, description="canary traffic share")
+    reason: str = ""
+    actor: str = ""
+
+
+# --- serving & monitor ----------------------------------------------------------------------
+
+
+class Prediction(BaseModel):
+    """One answered prediction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    prediction_id: str
+    request_id: str
+    version: int
+    route: Literal["production", "canary", "shadow"]
+    features: JsonRecord
+    output: Any
+    latency_ms: float
+    at: AwareDatetime
+
+
+class PredictionsLogged(Event):
+    """A batch of predictions made by one model (the monitor's input)."""
+
+    topic: ClassVar[str] = "predictions"
+    type: Literal["predictions"] = "predictions"
+    model: str
+    predictions: list[Prediction] = Field(min_length=1)
+
+
+class DriftDetected(Event):
+    """The monitor found the live input distribution drifting from the reference."""
+
+    topic: ClassVar[str] = "drift.detected"
+    type: Literal["drift.detected"] = "drift.detected"
+    model: str
+    version: int
+    detector: str
+    features: list[str]
+    statistics: dict[str, float] = Field(default_factory=dict)
+    p_values: dict[str, float] = Field(default_factory=dict)
+    threshold: float
+    window: int
+
+
+class RetrainRequested(Event):
+    """Ask the trainer to train a model now (drift, decay, or a person)."""
+
+    topic: ClassVar[str] = "retrain.requested"
+    type: Literal["retrain.requested"] = "retrain.requested"
+    model: str
+    reason: str
+    requested_by: str = "monitor"
+    cause_event_id: UUID | None = None
+
+
+class RolloutVerdict(Event):
+    """The monitor's judgement of a shadow/canary version; the registry applies it."""
+
+    topic: ClassVar[str] = "rollout.verdict"
+    type: Literal["rollout.verdict"] = "rollout.verdict"
+    model: str
+    version: int
+    alias: Literal["shadow", "canary"]
+    decision: Literal["advance", "promote", "rollback", "hold"]
+    reasons: list[str] = Field(default_factory=list)
+    evidence: dict[str, float] = Field(default_factory=dict)
+
+
+# --- kernel ---------------------------------------------------------------------------------
+
+
+class DeadLetter(Event):
+    """A message a consumer could not process, with the error and the original bytes."""
+
+    topic: ClassVar[str] = "deadletter"
+    type: Literal["deadletter"] = "deadletter"
+    consumer_group: str
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    error: str
+    attempts: int
+
+
+AnyEvent = Annotated[
+    RawRecords
+    | RecordsValidated
+    | RecordsRejected
+    | BatchCommitted
+    | LabelsReceived
+    | TrainingStarted
+    | TrainingCompleted
+    | TrainingFailed
+    | ModelVersionRegistered
+    | ModelAliasChanged
+    | PredictionsLogged
+    | DriftDetected
+    | RetrainRequested
+    | RolloutVerdict
+    | DeadLetter,
+    Field(discriminator="type"),
+]
+
+EVENT_CLASSES: tuple[type[Event], ...] = (
+    RawRecords,
+    RecordsValidated,
+    RecordsRejected,
+    BatchCommitted,
+    LabelsReceived,
+    TrainingStarted,
+    TrainingCompleted,
+    TrainingFailed,
+    ModelVersionRegistered,
+    ModelAliasChanged,
+    PredictionsLogged,
+    DriftDetected,
+    RetrainRequested,
+    RolloutVerdict,
+    DeadLetter,
+)
+
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def parse_event(data: bytes | str) -> Event:
+    """Decode one event from JSON; raises ``pydantic.ValidationError`` on anything else."""
+    event: Event = _ADAPTER.validate_json(data)
+    return event
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialise an event to JSON bytes (the wire format)."""
+    return event.model_dump_json().encode()

@@ -1,0 +1,74 @@
+"""Settings shared by every service (pydantic-settings, read from the environment).
+
+Each service has its own class with ``env_prefix="FLYWHEEL_<SVC>_"`` and nests these, so the
+Kafka address is one variable for all of them: ``FLYWHEEL_KAFKA_BOOTSTRAP``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka. Environment prefix ``FLYWHEEL_KAFKA_``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_KAFKA_", extra="ignore")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    topic_prefix: str = Field("flywheel", description="topics are named {prefix}.{name}.v{N}")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512 (with SASL_*)")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: str | None = Field(None, description="SASL password")
+    replication_factor: int = Field(1, ge=1, description="for topics created at start-up")
+    linger_ms: int = Field(5, ge=0, description="producer batching delay")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "lz4", description="producer compression codec"
+    )
+    max_request_bytes: int = Field(16 * 1024 * 1024, description="largest message produced")
+    session_timeout_ms: int = Field(10_000, description="consumer group session timeout")
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Connection keyword arguments common to aiokafka producers, consumers and admin."""
+        kw: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kw.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return kw
+
+
+class StorageSettings(BaseSettings):
+    """Where datasets and artifacts live. Environment prefix ``FLYWHEEL_STORAGE_``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_STORAGE_", extra="ignore")
+
+    uri: str = Field(
+        ".flywheel/store", description="root URI: a local path, file://, or s3://bucket/prefix"
+    )
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has; subclass with its own ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    environment: Literal["dev", "production"] = Field(
+        "dev", description="production refuses unsafe settings"
+    )
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8000, description="HTTP port")
+    log_level: str = Field("INFO", description="logging level")
+    log_json: bool = Field(True, description="structured JSON logs (false: plain text)")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
