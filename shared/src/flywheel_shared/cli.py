@@ -174,5 +174,6 @@ def simulate(
         err.print("stopped")
         return
     err.print(
-        f"[green]done[/]: {totals.sent:,} sent, {totals.accepted:,} accepted, {totals.rejected:,} rejected"
+        f"[green]done[/]: {totals.sent:,} sent, {totals.accepted:,} accepted, "
+        f"{totals.rejected:,} rejected"
     )

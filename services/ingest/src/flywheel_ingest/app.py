@@ -281,7 +281,7 @@ def create_app(
 
     @app.post("/v1/datasets/{name}/labels", status_code=202, summary="Submit late ground truth")
     async def post_labels(name: str, request: Request) -> Response:
-        """Labels for earlier records or predictions: ``[{"record_id"|"prediction_id", "label"}]``."""
+        """Late labels: ``[{"record_id" or "prediction_id": ..., "label": ...}]``."""
         body = await _read_body(request, settings.max_body_bytes)
         try:
             data = orjson.loads(body)

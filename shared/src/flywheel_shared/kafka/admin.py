@@ -18,7 +18,7 @@ _TOPIC_ALREADY_EXISTS = 36
 async def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
     """Create the logical topics ``names`` (default: all) if missing; return those created."""
     specs = [TOPICS[n] for n in (names if names is not None else TOPICS)]
-    admin = AIOKafkaAdminClient(**settings.client_kwargs(), client_id="flywheel-admin")  # type: ignore[arg-type]
+    admin = AIOKafkaAdminClient(**settings.client_kwargs(), client_id="flywheel-admin")
     await admin.start()
     try:
         new = [

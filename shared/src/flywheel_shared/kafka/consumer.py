@@ -119,7 +119,7 @@ class ConsumerConfig:
     poll_timeout_ms: int = 500
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: EventConsumer) -> None:
         self.owner = owner
 
@@ -169,7 +169,7 @@ class EventConsumer:
         """Join the group and start the loop in a background task."""
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            **s.client_kwargs(),  # type: ignore[arg-type]
+            **s.client_kwargs(),
             group_id=self.config.group_id,
             client_id=self.config.group_id,
             enable_auto_commit=False,

@@ -31,7 +31,7 @@ class EventProducer:
         """Connect; raises ``KafkaConnectionError`` when no broker answers (call again later)."""
         settings = self.settings
         producer = AIOKafkaProducer(
-            **settings.client_kwargs(),  # type: ignore[arg-type]
+            **settings.client_kwargs(),
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,

@@ -1,0 +1,57 @@
+# Flywheel — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export BENTOML_DO_NOT_TRACK := true
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+KAFKA_PORT ?= 9092
+
+help: ## List the targets with one line each
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n\n"} /^[a-zA-Z_-]+:.*##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+install: ## Install uv if missing, then every package from the lock file (uv.lock)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+
+up: install ## Run the demo: Kafka + ingest + the fraud simulator, showing records flowing
+	$(RUN) python deploy/local/up.py
+
+kafka: install ## Start a local Kafka 4.x broker (KRaft) on 127.0.0.1:$(KAFKA_PORT), jars from Maven Central
+	$(RUN) python -m flywheel_shared.devkafka start --port $(KAFKA_PORT)
+
+kafka-stop: install ## Stop the local Kafka broker
+	$(RUN) python -m flywheel_shared.devkafka stop
+
+ingest: install ## Run the ingest service in the foreground (needs Kafka)
+	$(RUN) python -m flywheel_ingest
+
+test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy shared/src services/ingest/src examples/fraud/src
+	$(RUN) flywheel schemas --check
+	$(RUN) pytest -m "not integration"
+	$(RUN) pytest -m integration
+
+unit: install ## Run the unit tests only (no network)
+	$(RUN) pytest -m "not integration"
+
+lint: install ## Lint and check formatting
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+fmt: install ## Format the code and apply safe lint fixes
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+schemas: install ## Regenerate the JSON Schema of every event into shared/schemas/
+	$(RUN) flywheel schemas
+
+bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates nothing)
+	$(RUN) python bench/ingest.py
+
+clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
+	rm -rf .flywheel
+
+.PHONY: help install up kafka kafka-stop ingest test unit lint fmt schemas bench clean

@@ -1,0 +1,332 @@
+"""Ingest against a real Kafka broker, as a real process over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import signal
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from flywheel_fraud.simulator import FraudSimulator
+from flywheel_ingest.domain.manifest import Manifest
+from flywheel_shared.devkafka import pick_free_port
+from flywheel_shared.events import (
+    BatchCommitted,
+    DeadLetter,
+    Event,
+    RawRecords,
+    RecordsRejected,
+    RecordsValidated,
+)
+from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.settings import KafkaSettings
+from flywheel_shared.storage import ObjectStore
+from flywheel_shared.testing.kafka import BrokerHandle
+from flywheel_shared.testing.kafka_io import read_events
+from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.topics import TopicNamer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+SPECS = str(ROOT / "examples" / "*" / "flywheel.yaml")
+
+
+class Ingest:
+    """One ingest process with its own topic prefix and store."""
+
+    def __init__(self, bootstrap: str, tmp: Path, **env: str) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+        self.topics = TopicNamer(self.prefix)
+        self.bootstrap = bootstrap
+        self.store_dir = tmp / "store"
+        port = pick_free_port()
+        self.proc = ServiceProcess(
+            "flywheel_ingest",
+            {
+                "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
+                "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
+                "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "FLYWHEEL_STORAGE_URI": str(self.store_dir),
+                "FLYWHEEL_INGEST_SPECS": SPECS,
+                "FLYWHEEL_INGEST_PORT": str(port),
+                "FLYWHEEL_INGEST_SEGMENT_SECONDS": "1",
+                **env,
+            },
+            port,
+            tmp / "ingest.log",
+        )
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(
+            self.proc.url + path, data=body, headers={"content-type": ctype, **(headers or {})}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def manifest(self) -> Manifest:
+        store = ObjectStore(str(self.store_dir))
+        key = "datasets/transactions/manifest.json"
+        return (
+            Manifest.model_validate_json(store.get(key))
+            if store.exists(key)
+            else Manifest(dataset="transactions")
+        )
+
+    def stored_ids(self) -> list[str]:
+        store = ObjectStore(str(self.store_dir))
+        ids: list[str] = []
+        for seg in self.manifest().segments:
+            ids += (
+                pq.read_table(io.BytesIO(store.get(seg.key))).column("transaction_id").to_pylist()
+            )
+        return ids
+
+    async def read(
+        self, topic: str, until: Any, timeout: float = 30, raw: list[bytes] | None = None
+    ) -> list[Event]:
+        return await read_events(
+            self.bootstrap, self.topics(topic), until=until, timeout=timeout, raw=raw
+        )
+
+
+@pytest.fixture
+def ingest(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Ingest]:
+    svc = Ingest(kafka_bootstrap, tmp_path, FLYWHEEL_INGEST_MAX_BODY_BYTES="200000")
+    svc.proc.start()
+    yield svc
+    # uvicorn re-raises SIGTERM after its graceful shutdown, hence -15 rather than 0.
+    assert svc.proc.stop() in (0, -signal.SIGTERM), svc.proc.tail()
+    assert "ingest stopped" in svc.proc.tail(), svc.proc.tail()
+
+
+def records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    return FraudSimulator(seed=seed).batch(n)
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.2)
+
+
+async def test_valid_record_flows_to_validated_segment_and_batch_event(ingest: Ingest) -> None:
+    recs = records(3)
+    bad = dict(recs[0], transaction_id="bad-1", amount=-5.0)
+    status, body = ingest.post(
+        "/v1/datasets/transactions/records", json.dumps([*recs, bad]).encode()
+    )
+    assert status == 202, body
+    assert body["accepted"] == 3 and body["rejected"] == 1
+    assert body["rejections"][0]["index"] == 3
+    assert body["rejections"][0]["errors"][0]["field"] == "amount"
+
+    validated = await ingest.read("data.validated", lambda ev: sum(len(e.records) for e in ev) >= 3)
+    assert {r["transaction_id"] for e in validated for r in e.records} == {
+        r["transaction_id"] for r in recs
+    }  # type: ignore[attr-defined]
+    [rejected] = await ingest.read("data.rejected", lambda ev: len(ev) >= 1)
+    assert isinstance(rejected, RecordsRejected)
+    assert "below the minimum" in rejected.rejections[0].errors[0].reason
+    assert rejected.correlation_id == validated[0].correlation_id
+
+    [batch] = await ingest.read("data.batch.committed", lambda ev: len(ev) >= 1)
+    assert isinstance(batch, BatchCommitted)
+    assert batch.dataset == "transactions" and batch.row_count == 3
+    assert batch.correlation_id == validated[0].correlation_id
+    assert batch.stats["amount"].count == 3  # type: ignore[union-attr]
+    assert sorted(ingest.stored_ids()) == sorted(r["transaction_id"] for r in recs)
+    assert batch.snapshot_id == ingest.manifest().snapshot_id()
+    seg_path = Path(batch.segment_uri.removeprefix("file://"))
+    assert seg_path.exists()  # noqa: ASYNC240
+
+    status, info = ingest.post(
+        "/v1/datasets/transactions/labels",
+        json.dumps([{"record_id": recs[0]["transaction_id"], "label": True}]).encode(),
+    )
+    assert status == 202 and info["accepted"] == 1
+    [labels] = await ingest.read("data.labels", lambda ev: len(ev) >= 1)
+    assert labels.labels[0].record_id == recs[0]["transaction_id"]  # type: ignore[attr-defined]
+
+
+async def test_bad_requests_get_clear_4xx(ingest: Ingest) -> None:
+    path = "/v1/datasets/transactions/records"
+    good = json.dumps(records(1)).encode()
+    cases = [
+        (ingest.post(path, good, ctype="text/plain"), 415, "unsupported_media_type"),
+        (ingest.post(path, b"[{not json"), 400, "invalid_json"),
+        (ingest.post(path, b'{"a": 1}'), 400, "not_an_array"),
+        (ingest.post(path, b"[]"), 400, "empty"),
+        (ingest.post("/v1/datasets/nope/records", good), 404, "unknown_dataset"),
+        (ingest.post(path, json.dumps(records(1000)).encode()), 413, "body_too_large"),
+        (
+            ingest.post(
+                "/v1/datasets/transactions/labels", b'[{"record_id": "x", "label": "maybe"}]'
+            ),
+            422,
+            "invalid_labels",
+        ),
+    ]
+    for (status, body), want_status, want_code in cases:
+        assert (status, body["code"]) == (want_status, want_code), body
+        assert body["detail"]
+    status, body = ingest.post(path, json.dumps([{"transaction_id": "x"}]).encode())
+    assert status == 422 and body["accepted"] == 0
+    assert {e["field"] for e in body["rejections"][0]["errors"]} >= {"amount", "event_time"}
+    ndjson = b"\n".join(json.dumps(r).encode() for r in records(4, seed=9))
+    status, body = ingest.post(path, ndjson, ctype="application/x-ndjson")
+    assert (status, body["accepted"]) == (202, 4)
+
+
+async def test_poison_message_is_dead_lettered_and_consumer_continues(ingest: Ingest) -> None:
+    producer = EventProducer(
+        KafkaSettings(bootstrap=ingest.bootstrap, topic_prefix=ingest.prefix), "test"
+    )
+    await producer.start()
+    try:
+        poison = b"\x00\x01 definitely not an event"
+        await producer.send_bytes(ingest.topics("data.raw"), poison, key=b"transactions")
+        await producer.send_bytes(
+            ingest.topics("data.raw"), b'{"type": "data.raw", "dataset": 1}', key=b"transactions"
+        )
+        good = records(5, seed=3)
+        await producer.publish(RawRecords(dataset="transactions", records=good, source="test"))
+    finally:
+        await producer.stop()
+    letters = await ingest.read("deadletter", lambda ev: len(ev) >= 2)
+    assert all(isinstance(e, DeadLetter) for e in letters)
+    assert base64.b64decode(letters[0].value_b64) == poison  # type: ignore[attr-defined]
+    assert "undecodable" in letters[0].error  # type: ignore[attr-defined]
+    validated = await ingest.read("data.validated", lambda ev: sum(len(e.records) for e in ev) >= 5)
+    assert isinstance(validated[0], RecordsValidated)
+    await wait_for(lambda: len(ingest.stored_ids()) == 5, 30, "raw records stored")
+
+
+class Poster:
+    """Posts batches continuously, retrying each with its Idempotency-Key until acknowledged."""
+
+    def __init__(self, ingest: Ingest, batch: int = 200) -> None:
+        self.ingest, self.batch = ingest, batch
+        self.sim = FraudSimulator(seed=42)
+        self.acked: list[str] = []
+        self.retries = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            recs = self.sim.batch(self.batch)
+            key = str(uuid.uuid4())
+            while True:
+                try:
+                    status, body = self.ingest.post(
+                        "/v1/datasets/transactions/records",
+                        json.dumps(recs).encode(),
+                        headers={"idempotency-key": key},
+                    )
+                    if status == 202:
+                        assert body["accepted"] == len(recs)
+                        self.acked += [r["transaction_id"] for r in recs]
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                    pass
+                self.retries += 1
+                self.stop.wait(0.1)
+
+    def __enter__(self) -> Poster:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+async def wait_acked(poster: Poster, n: int, timeout: float = 60) -> None:
+    await wait_for(lambda: len(poster.acked) >= n, timeout, f"{n} records acknowledged")
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    svc = Ingest(
+        kafka_bootstrap,
+        tmp_path,
+        FLYWHEEL_INGEST_SEGMENT_ROWS="1000",
+        FLYWHEEL_INGEST_SEGMENT_SECONDS="3",
+    )
+    svc.proc.start()
+    raw_ids: list[str] = []
+    producer = EventProducer(
+        KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=svc.prefix), "test"
+    )
+    await producer.start()
+    raw_sim = FraudSimulator(seed=7)
+    try:
+        with Poster(svc) as poster:
+            for _round in range(2):
+                await wait_acked(poster, len(poster.acked) + 1500)
+                for _ in range(5):  # the Kafka path too
+                    recs = raw_sim.batch(50)
+                    await producer.publish(RawRecords(dataset="transactions", records=recs))
+                    raw_ids += [r["transaction_id"] for r in recs]
+                # SIGKILL: buffers, in-flight requests and uncommitted offsets are lost.
+                svc.proc.kill()
+                svc.proc.start()
+            await wait_acked(poster, len(poster.acked) + 1000)
+        expected = sorted(poster.acked + raw_ids)
+        await wait_for(lambda: svc.manifest().total_rows >= len(expected), 60, "all rows stored")
+        stored = svc.stored_ids()
+        assert len(stored) == len(set(stored)), "duplicated rows"
+        assert sorted(stored) == expected
+        assert poster.retries >= 1  # the kill really interrupted the stream
+    finally:
+        await producer.stop()
+        svc.proc.stop()
+
+
+@pytest.mark.slow
+async def test_broker_restart_under_load_needs_no_manual_action(
+    kafka_broker: BrokerHandle, tmp_path: Path
+) -> None:
+    if kafka_broker.local is None:
+        pytest.skip(
+            "needs the local broker this test session started (cannot restart an external one)"
+        )
+    svc = Ingest(kafka_broker.bootstrap, tmp_path)
+    svc.proc.start()
+    try:
+        with Poster(svc) as poster:
+            await wait_acked(poster, 1000)
+            await asyncio.to_thread(kafka_broker.local.restart)
+            before = len(poster.acked)
+            await wait_acked(poster, before + 2000, timeout=120)
+        await wait_for(svc.proc.ready, 60, "ingest ready again")
+        await wait_for(
+            lambda: svc.manifest().total_rows >= len(poster.acked), 60, "all rows stored"
+        )
+        stored = svc.stored_ids()
+        assert sorted(stored) == sorted(poster.acked)
+    finally:
+        svc.proc.stop()

@@ -1,0 +1,37 @@
+"""Flywheel pytest plugin (registered as the ``flywheel`` pytest11 entry point).
+
+Add further shared fixtures in their own section below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
+
+# --------------------------------------------------------------------------------------
+# Kafka broker
+#
+# One broker per test session, chosen by flywheel_shared.testing.kafka.acquire_broker:
+# $FLYWHEEL_KAFKA_BOOTSTRAP, else an apache/kafka container if Docker answers, else a
+# local JVM broker (flywheel_shared.devkafka.LocalKafka). Started lazily: sessions
+# without Kafka tests never pay for it. Tests must use unique topic/group names.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[BrokerHandle]:
+    """The session's Kafka broker; ``.local`` is the LocalKafka when one was started."""
+    handle = acquire_broker()
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
+    """Bootstrap servers string of the session's Kafka broker."""
+    return kafka_broker.bootstrap

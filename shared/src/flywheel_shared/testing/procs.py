@@ -1,0 +1,82 @@
+"""Run a service as a real subprocess in tests (real HTTP, real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class ServiceProcess:
+    """``python -m MODULE`` with an environment, waited on until ``/readyz`` answers 200."""
+
+    def __init__(self, module: str, env: dict[str, str], port: int, log_path: Path) -> None:
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 60.0) -> ServiceProcess:
+        """Start the process and wait until it is ready."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
+        )
+        self.wait_ready(ready_timeout)
+        return self
+
+    def ready(self) -> bool:
+        """True if ``/readyz`` answers 200 now."""
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll ``/readyz`` until 200; raise with the log tail if the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.module} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.module} not ready after {timeout} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of the process log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush, no commit."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (then SIGKILL); returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
