@@ -556,6 +556,10 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Both default to 50 partitions, created on the first group / transaction:
+            # needless on one node, and it slows first use and every restart.
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.num.partitions": "4",
             "num.network.threads": "2",
             "num.io.threads": "4",
             # Default is 128 MiB allocated on the heap at startup; too much for -Xmx512m.
@@ -622,13 +626,15 @@ class LocalKafka:
         dump = self.cache_dir / f"kafka-{key}.jsa.tmp-{uuid.uuid4().hex[:8]}"
         return [*quiet, f"-XX:ArchiveClassesAtExit={dump}"], dump
 
-    def _promote_cds_dump(self) -> None:
+    def _finish_cds_dump(self, *, keep: bool) -> None:
+        """Promote the archive a cleanly stopped broker dumped; drop any other leftover."""
         dump = self._read_state().get("cds_dump")
         if not dump:
             return
         tmp = Path(dump)
         final = tmp.with_name(tmp.name.split(".tmp-")[0])
-        if tmp.is_file() and tmp.stat().st_size > 0 and not final.exists():
+        # Only a JVM that exited normally wrote a complete archive.
+        if keep and tmp.is_file() and tmp.stat().st_size > 0 and not final.exists():
             tmp.replace(final)
         tmp.unlink(missing_ok=True)
         self._write_state(cds_dump=None)
@@ -670,7 +676,7 @@ class LocalKafka:
         java = _java()
         self._write_config()
         self._format_storage(java, libs)
-        self._promote_cds_dump()  # a previous run may have left an archive
+        self._finish_cds_dump(keep=False)  # a broker that died unstopped may have left one
         cds, dump = self._cds_flags(java, libs)
 
         cmd = [
@@ -734,17 +740,18 @@ class LocalKafka:
         """
         pid = self._recorded_pid()
         if pid is None or not self._is_our_broker(pid):
-            self._cleanup_after_exit()
+            self._cleanup_after_exit(clean=False)
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not self._wait_gone(pid, timeout):
+        clean = self._wait_gone(pid, timeout)
+        if not clean:
             _say(f"broker pid {pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 10.0):
                 raise KafkaStartError(f"broker pid {pid} survived SIGKILL")
-        self._cleanup_after_exit()
+        self._cleanup_after_exit(clean=clean)
         return True
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
@@ -761,13 +768,13 @@ class LocalKafka:
             time.sleep(0.05)
         return not self._is_our_broker(pid)
 
-    def _cleanup_after_exit(self) -> None:
+    def _cleanup_after_exit(self, *, clean: bool) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
         if self._proc is None:
             self.pid_file.unlink(missing_ok=True)
             if self.data_dir.is_dir():
-                self._promote_cds_dump()
+                self._finish_cds_dump(keep=clean)
                 self._write_state(pid=None)
 
     def restart(self, timeout: float = 60.0) -> LocalKafka:
@@ -837,6 +844,16 @@ def _build_parser() -> argparse.ArgumentParser:
             "tests, without Docker. Needs Java 17+; the first start fetches the jars "
             "with Maven. `start` prints the bootstrap address on stdout when ready."
         ),
+        epilog=(
+            "examples:\n"
+            "  python -m flywheel_shared.devkafka start              # 127.0.0.1:9092, detached\n"
+            "  python -m flywheel_shared.devkafka start --foreground # Ctrl-C stops it\n"
+            "  export KAFKA=$(python -m flywheel_shared.devkafka start --port 0)\n"
+            "  python -m flywheel_shared.devkafka status; python -m flywheel_shared.devkafka stop\n"
+            "data (topics, offsets, cluster id) lives in --data-dir and survives restarts;\n"
+            "the broker log is <data-dir>/broker.log."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
