@@ -330,3 +330,33 @@ async def test_broker_restart_under_load_needs_no_manual_action(
         assert sorted(stored) == sorted(poster.acked)
     finally:
         svc.proc.stop()
+
+
+async def test_cli_uploads_csv_and_jsonl_with_a_summary(ingest: Ingest, tmp_path: Path) -> None:
+    import pandas as pd
+    from click.testing import CliRunner
+    from flywheel_ingest.cli import ingest_command
+
+    recs = records(1200, seed=11)
+    frame = pd.DataFrame(recs)
+    frame.loc[5, "merchant_category"] = "casino"  # one bad row
+    csv = tmp_path / "tx.csv"
+    frame.to_csv(csv, index=False)
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        ingest_command,
+        [str(csv), "--dataset", "transactions", "--url", ingest.proc.url, "--batch-size", "500"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1,199" in result.output and "category" in result.output
+    assert "row 6: merchant_category" in result.output
+
+    jsonl = tmp_path / "tx.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records(10, seed=12)))
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        ingest_command,
+        [str(jsonl), "-d", "transactions", "--url", ingest.proc.url],
+    )
+    assert result.exit_code == 0, result.output
+    await wait_for(lambda: len(ingest.stored_ids()) == 1209, 30, "CLI rows stored")
