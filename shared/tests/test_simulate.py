@@ -24,9 +24,7 @@ class Sink:
 async def test_runner_sends_count_and_every_held_back_label_later() -> None:
     sim = simulators()["fraud"](seed=1)
     sink = Sink()
-    runner = Runner(
-        sim, Adapter(sink), rate=100_000, batch=50, late_fraction=0.5, label_delay_s=0.05
-    )
+    runner = Runner(sim, sink, rate=100_000, batch=50, late_fraction=0.5, label_delay_s=0.05)
     totals = await runner.run(400)
     assert totals.sent == len(sink.sent) == 400
     unlabelled = [r for r in sink.sent if r["is_fraud"] is None]
