@@ -9,7 +9,7 @@ optional field; a breaking change = a new class on a ``.v{N+1}`` topic (see ``to
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -335,23 +335,7 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 
-EVENT_CLASSES: tuple[type[Event], ...] = (
-    RawRecords,
-    RecordsValidated,
-    RecordsRejected,
-    BatchCommitted,
-    LabelsReceived,
-    TrainingStarted,
-    TrainingCompleted,
-    TrainingFailed,
-    ModelVersionRegistered,
-    ModelAliasChanged,
-    PredictionsLogged,
-    DriftDetected,
-    RetrainRequested,
-    RolloutVerdict,
-    DeadLetter,
-)
+EVENT_CLASSES: tuple[type[Event], ...] = get_args(get_args(AnyEvent)[0])
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 

@@ -166,8 +166,9 @@ class DatasetWriter:
 
     async def tick(self) -> None:
         """Seal buffers older than ``max_age_s``; retry announcements Kafka refused."""
-        for dataset in list(self._manifests):
-            await self._announce_pending(dataset)
+        async with self._lock:
+            for dataset in list(self._manifests):
+                await self._announce_pending(dataset)
         now = self.clock()
         due = [k for k, b in self._buffers.items() if now - b.opened_at >= self.max_age_s]
         if due:
