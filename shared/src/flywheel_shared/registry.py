@@ -1,0 +1,325 @@
+"""The registry's HTTP API as seen by every other service: resource models and a client.
+
+The registry service (``services/registry``) implements this API; the trainer, ingest,
+serving and the ``flywheel models`` CLI use :class:`RegistryClient`. Keeping the resource
+models here is what lets services talk to the registry without importing it.
+
+Endpoints (JSON unless said otherwise; writes need ``Authorization: Bearer <token>``):
+
+- ``PUT  /v1/models/{name}/spec`` — body: the model spec (YAML or JSON); validated
+- ``GET  /v1/models`` · ``GET /v1/models/{name}`` · ``GET /v1/models/{name}/spec``
+- ``GET  /v1/datasets`` · ``GET /v1/datasets/{dataset}/contract``
+- ``POST /v1/artifacts`` — body: raw bytes; answers ``{sha256, size, uri}``
+- ``GET  /v1/artifacts/{sha256}`` — raw bytes, hash checked by the server before sending
+- ``POST /v1/models/{name}/versions`` — :class:`VersionCreate`; idempotent by ``run_id``
+- ``GET  /v1/models/{name}/versions`` · ``GET /v1/models/{name}/versions/{v}``
+- ``PATCH /v1/models/{name}/versions/{v}`` — ``{"status": "archived", "reason": ...}``
+- ``PUT  /v1/models/{name}/aliases/{alias}`` — :class:`AliasMove`; ``DELETE`` removes it
+- ``POST /v1/models/{name}/rollback`` — ``{"reason": ...}``: production back to its previous version
+- ``GET  /v1/models/{name}/history`` — the alias audit log, newest first
+
+Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from .spec import DatasetContract, ModelSpec
+
+Alias = Literal["production", "canary", "shadow"]
+VersionStatus = Literal["candidate", "rejected", "archived"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Lineage(_Model):
+    """Everything needed to reproduce a version."""
+
+    dataset: str
+    snapshot_id: str
+    snapshot_rows: int
+    window: dict[str, Any] = Field(default_factory=dict, description="rows used from the snapshot")
+    code_version: str = Field(description="git commit or package version of the recipe's code")
+    recipe: str = Field(description="'package.module:function'")
+    recipe_sha256: str = Field(description="hash of the recipe function's module source")
+    lock_sha256: str | None = Field(None, description="hash of uv.lock (the environment)")
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int
+    holdout: dict[str, Any] = Field(default_factory=dict, description="how the holdout was cut")
+
+
+class VersionCreate(_Model):
+    """What the trainer sends to register a version."""
+
+    run_id: str = Field(description="the training run; registering the same run twice is a no-op")
+    status: Literal["candidate", "rejected"]
+    artifact_sha256: str
+    artifact_format: str = Field("skops", description="skops | pickle | ...")
+    reference_sha256: str | None = Field(None, description="reference sample (Parquet) for drift")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] | None = None
+    gate_reasons: list[str] = Field(default_factory=list)
+    lineage: Lineage
+    parent_version: int | None = None
+    training_seconds: float
+    correlation_id: str
+    first_alias: Alias | None = Field(None, description="alias to give a candidate at once")
+    first_alias_weight: float | None = Field(None, ge=0, le=1)
+
+
+class ModelVersion(_Model):
+    """A registered version."""
+
+    model: str
+    version: int
+    run_id: str
+    status: VersionStatus
+    artifact_sha256: str
+    artifact_uri: str
+    artifact_format: str
+    reference_sha256: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] | None = None
+    gate_reasons: list[str] = Field(default_factory=list)
+    lineage: Lineage
+    parent_version: int | None = None
+    training_seconds: float
+    correlation_id: str
+    created_at: AwareDatetime | datetime
+
+
+class AliasState(_Model):
+    """Where an alias points."""
+
+    alias: Alias
+    version: int
+    weight: float | None = None
+    updated_at: AwareDatetime | datetime
+
+
+class AliasMove(_Model):
+    """Move an alias."""
+
+    version: int
+    weight: float | None = Field(None, ge=0, le=1, description="canary traffic share")
+    reason: str = ""
+
+
+class AuditEntry(_Model):
+    """One alias change, append-only."""
+
+    id: int
+    model: str
+    alias: Alias
+    from_version: int | None
+    to_version: int | None
+    weight: float | None = None
+    actor: str
+    reason: str
+    at: AwareDatetime | datetime
+
+
+class ModelInfo(_Model):
+    """A model: its spec and where its aliases point."""
+
+    name: str
+    description: str = ""
+    spec_sha256: str
+    latest_version: int | None = None
+    aliases: dict[str, AliasState] = Field(default_factory=dict)
+    spec: ModelSpec | None = None
+
+
+class Artifact(_Model):
+    """A stored artifact."""
+
+    sha256: str
+    size: int
+    uri: str
+
+
+class RegistryError(RuntimeError):
+    """The registry refused a request (4xx) or failed (5xx)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"registry {status} {code}: {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached."""
+
+
+class IntegrityError(RegistryError):
+    """An artifact's bytes do not match its sha256."""
+
+
+class RegistryClient:
+    """Async client of the registry API."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, *, timeout: float = 30.0, actor: str = ""
+    ) -> None:
+        headers = {"user-agent": "flywheel"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if actor:
+            headers["x-flywheel-actor"] = actor
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = await self._http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise RegistryUnavailable(0, "unreachable", f"{self.base_url}: {exc!r}") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                code, detail = body.get("code", "error"), body.get("detail", resp.text)
+            except ValueError:
+                code, detail = "error", resp.text[:300]
+            cls = RegistryUnavailable if resp.status_code in (502, 503, 504) else RegistryError
+            raise cls(resp.status_code, str(code), str(detail))
+        return resp
+
+    # -- specs and contracts -------------------------------------------------------------
+
+    async def put_spec(self, spec: ModelSpec | str) -> ModelInfo:
+        """Create or update a model's spec (a ModelSpec or its YAML text)."""
+        if isinstance(spec, ModelSpec):
+            name = spec.name
+            content = spec.model_dump_json(by_alias=True).encode()
+            ctype = "application/json"
+        else:
+            import yaml
+
+            name = str(yaml.safe_load(spec).get("name"))
+            content, ctype = spec.encode(), "application/yaml"
+        resp = await self._call(
+            "PUT", f"/v1/models/{name}/spec", content=content, headers={"content-type": ctype}
+        )
+        return ModelInfo.model_validate(resp.json())
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model."""
+        return [ModelInfo.model_validate(m) for m in (await self._call("GET", "/v1/models")).json()]
+
+    async def get_model(self, name: str) -> ModelInfo:
+        """One model with its spec and aliases."""
+        return ModelInfo.model_validate((await self._call("GET", f"/v1/models/{name}")).json())
+
+    async def get_spec(self, name: str) -> ModelSpec:
+        """A model's spec."""
+        return ModelSpec.model_validate((await self._call("GET", f"/v1/models/{name}/spec")).json())
+
+    async def get_contract(self, dataset: str) -> DatasetContract:
+        """A dataset's contract (declared inside some model's spec)."""
+        resp = await self._call("GET", f"/v1/datasets/{dataset}/contract")
+        return DatasetContract.model_validate(resp.json())
+
+    async def list_contracts(self) -> list[DatasetContract]:
+        """Every dataset contract."""
+        resp = await self._call("GET", "/v1/datasets")
+        return [DatasetContract.model_validate(c) for c in resp.json()]
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    async def upload_artifact(self, data: bytes) -> Artifact:
+        """Store bytes; the registry checks the sha256 we send."""
+        digest = hashlib.sha256(data).hexdigest()
+        resp = await self._call(
+            "POST",
+            "/v1/artifacts",
+            content=data,
+            headers={"content-type": "application/octet-stream", "x-sha256": digest},
+        )
+        return Artifact.model_validate(resp.json())
+
+    async def download_artifact(self, sha256: str) -> bytes:
+        """Fetch bytes and verify their sha256 before returning them."""
+        data = (await self._call("GET", f"/v1/artifacts/{sha256}")).content
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise IntegrityError(0, "hash_mismatch", f"artifact {sha256} arrived as {actual}")
+        return data
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def register_version(self, model: str, body: VersionCreate) -> ModelVersion:
+        """Register a version (idempotent by ``run_id``)."""
+        resp = await self._call(
+            "POST", f"/v1/models/{model}/versions", content=body.model_dump_json()
+        )
+        return ModelVersion.model_validate(resp.json())
+
+    async def list_versions(self, model: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first."""
+        resp = await self._call("GET", f"/v1/models/{model}/versions")
+        return [ModelVersion.model_validate(v) for v in resp.json()]
+
+    async def get_version(self, model: str, version: int) -> ModelVersion:
+        """One version."""
+        resp = await self._call("GET", f"/v1/models/{model}/versions/{version}")
+        return ModelVersion.model_validate(resp.json())
+
+    async def set_status(
+        self, model: str, version: int, status: VersionStatus, reason: str = ""
+    ) -> ModelVersion:
+        """Change a version's status (e.g. archive it)."""
+        resp = await self._call(
+            "PATCH",
+            f"/v1/models/{model}/versions/{version}",
+            json={"status": status, "reason": reason},
+        )
+        return ModelVersion.model_validate(resp.json())
+
+    # -- aliases -------------------------------------------------------------------------
+
+    async def move_alias(
+        self,
+        model: str,
+        alias: Alias,
+        version: int,
+        *,
+        weight: float | None = None,
+        reason: str = "",
+    ) -> AliasState:
+        """Point ``alias`` at ``version`` (audited, announced on model.alias.changed)."""
+        move = AliasMove(version=version, weight=weight, reason=reason)
+        resp = await self._call(
+            "PUT", f"/v1/models/{model}/aliases/{alias}", content=move.model_dump_json()
+        )
+        return AliasState.model_validate(resp.json())
+
+    async def remove_alias(self, model: str, alias: Alias, reason: str = "") -> None:
+        """Remove an alias."""
+        await self._call("DELETE", f"/v1/models/{model}/aliases/{alias}", params={"reason": reason})
+
+    async def rollback(self, model: str, reason: str = "") -> AliasState:
+        """Move production back to the version it pointed at before."""
+        resp = await self._call("POST", f"/v1/models/{model}/rollback", json={"reason": reason})
+        return AliasState.model_validate(resp.json())
+
+    async def history(self, model: str) -> list[AuditEntry]:
+        """The alias audit log, newest first."""
+        resp = await self._call("GET", f"/v1/models/{model}/history")
+        return [AuditEntry.model_validate(e) for e in resp.json()]
