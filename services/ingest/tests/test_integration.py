@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_ingest.domain.manifest import Manifest
+from flywheel_shared.datasets import Manifest
 from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     BatchCommitted,

@@ -9,10 +9,10 @@ from flywheel_ingest.domain.segments import (
     build_table,
     content_hash,
     field_stats,
-    snapshot_id,
     to_parquet,
 )
 from flywheel_ingest.domain.validation import ContractValidator
+from flywheel_shared.datasets import snapshot_id
 from flywheel_shared.events import CategoricalStats, NumericStats
 from flywheel_shared.spec import DatasetContract
 

@@ -12,6 +12,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from flywheel_shared.datasets import Manifest, manifest_key
 from flywheel_shared.events import Label
 from flywheel_shared.http import RequestMetrics, ops_router
 from flywheel_shared.kafka.admin import ensure_topics
@@ -22,7 +23,6 @@ from flywheel_shared.storage import ObjectStore
 from pydantic import TypeAdapter, ValidationError
 
 from .contracts import ContractSource, load_spec_files
-from .domain.manifest import Manifest
 from .handlers import IngestService, UnknownDataset
 from .settings import IngestSettings
 from .writer import DatasetWriter
@@ -325,7 +325,7 @@ def create_app(
         contract = rt.contracts.get(name)
         if contract is None:
             raise ApiError(404, "unknown_dataset", f"no contract declares dataset '{name}'")
-        key = DatasetWriter.manifest_key(name)
+        key = manifest_key(name)
         manifest = (
             Manifest.model_validate_json(await asyncio.to_thread(rt.store.get, key))
             if await asyncio.to_thread(rt.store.exists, key)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from aiokafka import TopicPartition
+from flywheel_shared.datasets import Manifest, SegmentEntry, manifest_key
 from flywheel_shared.events import (
     BatchCommitted,
     Event,
@@ -35,7 +36,6 @@ from flywheel_shared.storage import ObjectStore
 from prometheus_client import Counter, Histogram
 
 from .contracts import ContractSource
-from .domain.manifest import Manifest, SegmentEntry
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,11 @@ class DatasetWriter:
 
     # -- manifests ------------------------------------------------------------------------
 
-    @staticmethod
-    def manifest_key(dataset: str) -> str:
-        """Object key of a dataset's manifest."""
-        return f"datasets/{dataset}/manifest.json"
-
     def load_manifest(self, dataset: str) -> Manifest:
         """The dataset's manifest (read once, then kept in memory by this writer)."""
         manifest = self._manifests.get(dataset)
         if manifest is None:
-            key = self.manifest_key(dataset)
+            key = manifest_key(dataset)
             if self.store.exists(key):
                 manifest = Manifest.model_validate_json(self.store.get(key))
             else:
@@ -109,7 +104,7 @@ class DatasetWriter:
         return manifest
 
     def _save_manifest(self, manifest: Manifest) -> None:
-        self.store.put(self.manifest_key(manifest.dataset), manifest.model_dump_json().encode())
+        self.store.put(manifest_key(manifest.dataset), manifest.model_dump_json().encode())
 
     async def start(self) -> None:
         """Load every known dataset's manifest and announce segments a crash left unannounced."""

@@ -15,6 +15,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from flywheel_shared.datasets import EVENT_ID_COLUMN
 from flywheel_shared.events import CategoricalStats, JsonRecord, NumericStats
 from flywheel_shared.spec import DatasetContract, FieldType
 
@@ -26,7 +27,6 @@ _ARROW: dict[FieldType, pa.DataType] = {
     FieldType.CATEGORY: pa.string(),
     FieldType.DATETIME: pa.timestamp("us", tz="UTC"),
 }
-EVENT_ID_COLUMN = "_flywheel_event_id"
 
 
 def arrow_schema(contract: DatasetContract) -> pa.Schema:
@@ -60,11 +60,6 @@ def to_parquet(table: pa.Table) -> bytes:
 def content_hash(data: bytes) -> str:
     """sha256 of a segment's bytes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def snapshot_id(segment_hashes: Sequence[str]) -> str:
-    """Hash of the ordered segment hashes: names one exact state of a dataset."""
-    return hashlib.sha256("\n".join(segment_hashes).encode()).hexdigest()
 
 
 def _f(x: object) -> float | None:
