@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -15,10 +13,9 @@ from fastapi.responses import Response
 from flywheel_shared.datasets import Manifest, manifest_key
 from flywheel_shared.events import Label
 from flywheel_shared.http import RequestMetrics, ops_router
-from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
-from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.logging import setup_logging
+from flywheel_shared.runtime import KafkaRuntime
 from flywheel_shared.storage import ObjectStore
 from pydantic import TypeAdapter, ValidationError
 
@@ -60,15 +57,18 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     )
 
 
-class Runtime:
-    """The service's moving parts; connects to Kafka in the background and keeps retrying."""
+class Runtime(KafkaRuntime):
+    """Ingest's moving parts: the data plane, the dataset writer and their consumers."""
+
+    service = "ingest"
+    topics = TOPICS_USED
 
     def __init__(self, settings: IngestSettings, contracts: ContractSource) -> None:
+        super().__init__(settings.kafka)
         self.settings = settings
         self.contracts = contracts
         self.store = ObjectStore(settings.storage.uri)
-        self.producer = EventProducer(settings.kafka, client_id="flywheel-ingest")
-        self.service = IngestService(
+        self.plane = IngestService(
             contracts,
             self.producer,
             chunk_records=settings.chunk_records,
@@ -81,18 +81,21 @@ class Runtime:
             max_rows=settings.segment_rows,
             max_age_s=settings.segment_seconds,
         )
-        self.consumers: list[EventConsumer] = []
-        self.connected = asyncio.Event()
-        self._connect_task: asyncio.Task[None] | None = None
 
-    def _make_consumers(self) -> list[EventConsumer]:
+    async def on_connected(self) -> None:
+        """Announce segments a crash left unannounced before consuming anything new."""
+        if self.settings.run_writer:
+            await self.writer.start()
+
+    def make_consumers(self) -> list[EventConsumer]:
+        """The data.raw validator and the data.validated writer (each can be switched off)."""
         s, out = self.settings, []
         if s.run_raw_consumer:
             out.append(
                 EventConsumer(
                     s.kafka,
                     ConsumerConfig(group_id="flywheel-ingest-raw", topics=["data.raw"]),
-                    self.service.on_raw,
+                    self.plane.on_raw,
                     self.producer,
                 )
             )
@@ -111,56 +114,6 @@ class Runtime:
                 )
             )
         return out
-
-    async def _connect(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await ensure_topics(self.settings.kafka, TOPICS_USED)
-                if not self.producer.started:
-                    await self.producer.start()
-                if self.settings.run_writer:
-                    await self.writer.start()
-                for consumer in self._make_consumers():
-                    await consumer.start()
-                    self.consumers.append(consumer)
-                self.connected.set()
-                log.info("connected to kafka", extra={"bootstrap": self.settings.kafka.bootstrap})
-                return
-            except (KafkaError, OSError) as exc:
-                for consumer in self.consumers:
-                    await consumer.stop()
-                self.consumers.clear()
-                log.warning(
-                    "kafka not reachable yet, retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-
-    @asynccontextmanager
-    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        """Start connecting at start-up; drain consumers and flush the producer at shutdown."""
-        self._connect_task = asyncio.create_task(self._connect(), name="kafka-connect")
-        try:
-            yield
-        finally:
-            self._connect_task.cancel()
-            await asyncio.gather(self._connect_task, return_exceptions=True)
-            for consumer in self.consumers:
-                await consumer.stop()
-            await self.producer.stop()
-            log.info("ingest stopped")
-
-    async def kafka_ready(self) -> str | None:
-        """Readiness check of the Kafka link."""
-        if not self.connected.is_set():
-            return "connecting to kafka"
-        for consumer in self.consumers:
-            problem = consumer.alive()
-            if problem:
-                return problem
-        return await self.producer.ping()
 
     async def storage_ready(self) -> str | None:
         """Readiness check of the dataset store."""
@@ -249,7 +202,7 @@ def create_app(
                 "send application/json (an array) or application/x-ndjson",
             )
         try:
-            rt.service.validator(name)
+            rt.plane.validator(name)
         except UnknownDataset:
             raise ApiError(
                 404, "unknown_dataset", f"no contract declares dataset '{name}'"
@@ -262,7 +215,7 @@ def create_app(
                 503, "not_ready", "not connected to Kafka yet, retry", {"Retry-After": "1"}
             )
         try:
-            result = await rt.service.submit(
+            result = await rt.plane.submit(
                 name,
                 records,
                 path="http",
@@ -296,7 +249,7 @@ def create_app(
         if not labels:
             raise ApiError(400, "empty", "no labels in the body")
         try:
-            n = await rt.service.submit_labels(name, labels)
+            n = await rt.plane.submit_labels(name, labels)
         except UnknownDataset:
             raise ApiError(
                 404, "unknown_dataset", f"no contract declares dataset '{name}'"
