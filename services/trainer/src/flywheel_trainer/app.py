@@ -1,0 +1,116 @@
+"""Wiring: the trainer's consumer, its run scheduler, and the ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI
+from flywheel_shared.http import RequestMetrics, ops_router
+from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
+from flywheel_shared.logging import setup_logging
+from flywheel_shared.registry import RegistryClient
+from flywheel_shared.runtime import KafkaRuntime
+from flywheel_shared.storage import ObjectStore
+
+from .handlers import TrainerService
+from .settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime(KafkaRuntime):
+    """The trainer's consumer (new data + retrain requests) and its scheduler."""
+
+    service = "trainer"
+    topics = (
+        "data.batch.committed",
+        "retrain.requested",
+        "training.started",
+        "training.completed",
+        "training.failed",
+        "deadletter",
+    )
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        super().__init__(settings.kafka)
+        self.settings = settings
+        self.registry = RegistryClient(
+            settings.registry_url, settings.registry_token, actor="trainer"
+        )
+        self.trainer = TrainerService(
+            self.registry,
+            self.producer,
+            ObjectStore(settings.storage.uri),
+            storage_uri=settings.storage.uri,
+            registry_token=settings.registry_token,
+            spec_refresh_s=settings.spec_refresh_s,
+            retry_s=settings.retry_s,
+        )
+
+    def make_consumers(self) -> list[EventConsumer]:
+        """One consumer for both trigger topics; offsets wait for the runs they trigger."""
+        return [
+            EventConsumer(
+                self.settings.kafka,
+                ConsumerConfig(
+                    group_id="flywheel-trainer",
+                    topics=["data.batch.committed", "retrain.requested"],
+                ),
+                self.trainer.on_event,
+                self.producer,
+                commit_barrier=self.trainer.scheduler.barrier,
+            )
+        ]
+
+    async def on_connected(self) -> None:
+        """Start the staleness check."""
+        self.spawn(self._staleness_loop(), "staleness")
+
+    async def _staleness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.staleness_check_s)
+            try:
+                await self.trainer.check_staleness()
+            except Exception:
+                log.warning("staleness check failed", exc_info=True)
+
+    async def on_shutdown(self) -> None:
+        """Abandon runs in progress: their triggers were not committed and come back."""
+        await self.trainer.scheduler.cancel()
+        await self.registry.close()
+
+    async def registry_ready(self) -> str | None:
+        """Readiness: the registry answers."""
+        try:
+            await self.trainer.specs(refresh=True)
+        except Exception as exc:
+            return f"registry: {exc}"
+        return None
+
+
+def create_app(settings: TrainerSettings | None = None) -> FastAPI:
+    """Build the trainer app."""
+    settings = settings or TrainerSettings()
+    rt = Runtime(settings)
+    app = FastAPI(title="Flywheel trainer", version="0.1.0", lifespan=rt.lifespan)
+    app.state.runtime = rt
+    app.include_router(ops_router({"kafka": rt.kafka_ready, "registry": rt.registry_ready}))
+    app.add_middleware(RequestMetrics, service="trainer")
+    return app
+
+
+def main() -> None:
+    """Run the trainer service (``python -m flywheel_trainer``)."""
+    import uvicorn
+
+    settings = TrainerSettings()
+    setup_logging("trainer", settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="asyncio",
+        log_config=None,
+        timeout_graceful_shutdown=20,
+    )

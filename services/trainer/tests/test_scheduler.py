@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import TopicPartition
+from flywheel_trainer.scheduler import Scheduler, Trigger
+
+TP = TopicPartition("t", 0)
+
+
+def trig(offset: int) -> Trigger:
+    return Trigger("retrain", uuid.uuid4(), uuid.uuid4(), TP, offset)
+
+
+async def test_triggers_during_a_run_coalesce_into_one_follow_up() -> None:
+    release = asyncio.Event()
+    runs: list[list[int]] = []
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        runs.append([t.offset or 0 for t in triggers])
+        if len(runs) == 1:
+            await release.wait()
+        return True
+
+    s = Scheduler(run, lambda m: 0.0)
+    s.submit("m", trig(0))
+    await asyncio.sleep(0)
+    for off in range(1, 6):
+        s.submit("m", trig(off))
+    assert s.barrier(TP) == 0  # nothing is done yet
+    release.set()
+    await s.drain()
+    await asyncio.sleep(0)
+    await s.drain()
+    assert runs == [[0], [1, 2, 3, 4, 5]]
+    assert s.barrier(TP) is None and not s.busy("m")
+
+
+async def test_failed_run_keeps_its_triggers_and_retries() -> None:
+    outcomes = [False, True]
+    runs = []
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        runs.append(len(triggers))
+        return outcomes[len(runs) - 1]
+
+    s = Scheduler(run, lambda m: 0.0, retry_s=0.05)
+    s.submit("m", trig(7))
+    await s.drain()
+    assert s.barrier(TP) == 7  # still owed
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(runs) < 2:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await s.drain()
+    assert runs == [1, 1] and s.barrier(TP) is None
+
+
+async def test_cooldown_delays_the_next_run() -> None:
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+    second = asyncio.Event()
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        times.append(loop.time())
+        if len(times) == 2:
+            second.set()
+        return True
+
+    s = Scheduler(run, lambda m: 0.2)
+    s.submit("m", trig(0))
+    await s.drain()
+    s.submit("m", trig(1))
+    assert s.busy("m")
+    await asyncio.wait_for(second.wait(), 5)
+    assert times[1] - times[0] >= 0.19
