@@ -16,6 +16,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from rich.console import Console
+
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import BatchCommitted, DeadLetter, Event, RecordsRejected
@@ -25,7 +27,6 @@ from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.simulate import HttpSink, Runner, Totals
 from flywheel_shared.testing.kafka import acquire_broker
 from flywheel_shared.testing.procs import ServiceProcess
-from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".flywheel"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from flywheel_shared.events import DeadLetter, Event, RetrainRequested
 from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.kafka.consumer import ConsumerConfig, Delivery, EventConsumer, TransientError

@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from flywheel_shared import schemas
 from flywheel_shared.events import (
     EVENT_CLASSES,
@@ -15,7 +17,6 @@ from flywheel_shared.events import (
 )
 from flywheel_shared.spec import Gate, SpecError, load_spec
 from flywheel_shared.topics import TOPICS, TopicNamer
-from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from flywheel_shared.devkafka import KafkaStartError, LocalKafka, pick_free_port
 
 pytestmark = pytest.mark.integration

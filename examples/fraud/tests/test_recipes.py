@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import Drift, FraudSimulator
 from flywheel_shared.spec import ModelSpec, load_spec
-from sklearn.metrics import roc_auc_score
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "flywheel.yaml"
 Recipe = Callable[[pd.DataFrame, dict[str, Any]], Any]

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from flywheel_fraud.simulator import FEATURES, MERCHANT_CATEGORIES, Drift, FraudSimulator
 from flywheel_shared.spec import DatasetContract, FieldSpec, FieldType, ModelSpec, load_spec
-from scipy import stats
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "flywheel.yaml"
 DRIFTS: tuple[Drift, ...] = ("none", "covariate", "concept", "both")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+
 from flywheel_shared.events import Event
 from flywheel_shared.spec import DatasetContract
 

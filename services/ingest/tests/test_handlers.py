@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import FakeProducer, good
+
 from flywheel_ingest.contracts import StaticContracts
 from flywheel_ingest.handlers import IngestService, UnknownDataset
 from flywheel_shared.events import (

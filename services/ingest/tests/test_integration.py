@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
 from flywheel_shared.devkafka import pick_free_port
@@ -335,6 +336,7 @@ async def test_broker_restart_under_load_needs_no_manual_action(
 async def test_cli_uploads_csv_and_jsonl_with_a_summary(ingest: Ingest, tmp_path: Path) -> None:
     import pandas as pd
     from click.testing import CliRunner
+
     from flywheel_ingest.cli import ingest_command
 
     recs = records(1200, seed=11)

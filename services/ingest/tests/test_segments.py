@@ -4,6 +4,7 @@ import io
 
 import pyarrow.parquet as pq
 from conftest import good
+
 from flywheel_ingest.domain.segments import (
     EVENT_ID_COLUMN,
     build_table,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from conftest import good
+
 from flywheel_ingest.domain.validation import ContractValidator, reason_code
 from flywheel_shared.spec import DatasetContract, UnknownFieldPolicy
 

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import TopicPartition
 from conftest import FakeProducer, good
+
 from flywheel_ingest.contracts import StaticContracts
 from flywheel_ingest.domain.validation import ContractValidator
 from flywheel_ingest.writer import DatasetWriter

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.spec import Gate, Training, Window, load_spec
 from flywheel_trainer.domain.dataset import training_split

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.modelio import UntrustedArtifact, dump_model, load_model

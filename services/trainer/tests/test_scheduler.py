@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 from aiokafka import TopicPartition
+
 from flywheel_trainer.scheduler import Scheduler, Trigger
 
 TP = TopicPartition("t", 0)

@@ -42,6 +42,9 @@ class KafkaRuntime:
         """The consumers to run once Kafka answers (override)."""
         return []
 
+    async def on_start(self) -> None:
+        """Called at start-up, before connecting to Kafka (override; must not block long)."""
+
     async def on_connected(self) -> None:
         """Called after the producer started and before consumers start (override)."""
 
@@ -80,6 +83,7 @@ class KafkaRuntime:
     @asynccontextmanager
     async def lifespan(self, _: object) -> AsyncIterator[None]:
         """Start connecting at start-up; drain consumers and flush the producer at shutdown."""
+        await self.on_start()
         self._connect_task = asyncio.create_task(self._connect(), name="kafka-connect")
         try:
             yield

@@ -10,17 +10,19 @@ import orjson
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
+
 from flywheel_shared.datasets import Manifest, manifest_key
 from flywheel_shared.events import Label
 from flywheel_shared.http import RequestMetrics, ops_router
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
+from flywheel_shared.registry import RegistryClient
 from flywheel_shared.runtime import KafkaRuntime
 from flywheel_shared.storage import ObjectStore
-from pydantic import TypeAdapter, ValidationError
 
-from .contracts import ContractSource, load_spec_files
-from .handlers import IngestService, UnknownDataset
+from .contracts import ContractSource, ContractsUnavailable, RegistryContracts, load_spec_files
+from .handlers import IngestService
 from .settings import IngestSettings
 from .writer import DatasetWriter
 
@@ -82,8 +84,15 @@ class Runtime(KafkaRuntime):
             max_age_s=settings.segment_seconds,
         )
 
+    async def on_start(self) -> None:
+        """Keep registry contracts fresh for the life of the service."""
+        if isinstance(self.contracts, RegistryContracts):
+            self.spawn(self.contracts.run(), "contracts-refresh")
+
     async def on_connected(self) -> None:
         """Announce segments a crash left unannounced before consuming anything new."""
+        if isinstance(self.contracts, RegistryContracts):
+            await self.contracts.refresh()
         if self.settings.run_writer:
             await self.writer.start()
 
@@ -114,6 +123,13 @@ class Runtime(KafkaRuntime):
                 )
             )
         return out
+
+    async def contracts_ready(self) -> str | None:
+        """Readiness: contracts can be served (cached ones count while the registry is away)."""
+        c = self.contracts
+        if isinstance(c, RegistryContracts) and not c.names() and c.last_error:
+            return f"no contracts: {c.last_error}"
+        return None
 
     async def storage_ready(self) -> str | None:
         """Readiness check of the dataset store."""
@@ -164,7 +180,13 @@ def create_app(
 ) -> FastAPI:
     """Build the ingest app (contracts default to the spec files named in settings)."""
     settings = settings or IngestSettings()
-    rt = Runtime(settings, contracts or load_spec_files(settings.specs))
+    if contracts is None:
+        if settings.registry_url:
+            client = RegistryClient(settings.registry_url, settings.registry_token, actor="ingest")
+            contracts = RegistryContracts(client, refresh_s=settings.contracts_refresh_s)
+        else:
+            contracts = load_spec_files(settings.specs)
+    rt = Runtime(settings, contracts)
     app = FastAPI(
         title="Flywheel ingest",
         version="0.1.0",
@@ -172,7 +194,11 @@ def create_app(
         lifespan=rt.lifespan,
     )
     app.state.runtime = rt
-    app.include_router(ops_router({"kafka": rt.kafka_ready, "storage": rt.storage_ready}))
+    app.include_router(
+        ops_router(
+            {"kafka": rt.kafka_ready, "storage": rt.storage_ready, "contracts": rt.contracts_ready}
+        )
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
@@ -186,6 +212,17 @@ def create_app(
             "Kafka did not acknowledge; nothing was stored, retry",
             {"Retry-After": "1"},
         )
+
+    async def require_dataset(name: str) -> None:
+        """404 for an unknown dataset; 503 when the registry is away and nothing is cached."""
+        if rt.contracts.get(name) is not None:
+            return
+        try:
+            await rt.contracts.refresh_for(name)
+        except ContractsUnavailable as exc:
+            raise ApiError(503, "registry_unavailable", str(exc), {"Retry-After": "5"}) from exc
+        if rt.contracts.get(name) is None:
+            raise ApiError(404, "unknown_dataset", f"no contract declares dataset '{name}'")
 
     @app.post("/v1/datasets/{name}/records", status_code=202, summary="Submit records to a dataset")
     async def post_records(name: str, request: Request) -> Response:
@@ -201,12 +238,7 @@ def create_app(
                 "unsupported_media_type",
                 "send application/json (an array) or application/x-ndjson",
             )
-        try:
-            rt.plane.validator(name)
-        except UnknownDataset:
-            raise ApiError(
-                404, "unknown_dataset", f"no contract declares dataset '{name}'"
-            ) from None
+        await require_dataset(name)
         records = _parse_records(await _read_body(request, settings.max_body_bytes), ctype)
         if not records:
             raise ApiError(400, "empty", "no records in the body")
@@ -248,12 +280,9 @@ def create_app(
             raise ApiError(422, "invalid_labels", str(exc)) from exc
         if not labels:
             raise ApiError(400, "empty", "no labels in the body")
+        await require_dataset(name)
         try:
             n = await rt.plane.submit_labels(name, labels)
-        except UnknownDataset:
-            raise ApiError(
-                404, "unknown_dataset", f"no contract declares dataset '{name}'"
-            ) from None
         except ValueError as exc:
             raise ApiError(422, "invalid_labels", str(exc)) from exc
         except (TimeoutError, KafkaError, OSError) as exc:
@@ -275,9 +304,9 @@ def create_app(
     @app.get("/v1/datasets/{name}", summary="Dataset contract and stored segments")
     async def get_dataset(name: str) -> Response:
         """The contract, row and segment counts, and the current snapshot id."""
+        await require_dataset(name)
         contract = rt.contracts.get(name)
-        if contract is None:
-            raise ApiError(404, "unknown_dataset", f"no contract declares dataset '{name}'")
+        assert contract is not None
         key = manifest_key(name)
         manifest = (
             Manifest.model_validate_json(await asyncio.to_thread(rt.store.get, key))

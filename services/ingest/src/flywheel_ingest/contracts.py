@@ -1,12 +1,15 @@
-"""Where ingest gets dataset contracts from (a port; the registry becomes a source later)."""
+"""Where ingest gets dataset contracts from: the registry (cached), or spec files."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import logging
+import time
 from pathlib import Path
 from typing import Protocol
 
+from flywheel_shared.registry import RegistryClient, RegistryError, RegistryUnavailable
 from flywheel_shared.spec import DatasetContract, SpecError, load_spec
 
 log = logging.getLogger(__name__)
@@ -23,12 +26,26 @@ class ContractSource(Protocol):
         """Every declared dataset."""
         ...
 
+    async def refresh_for(self, dataset: str) -> None:
+        """Called before answering "unknown dataset": a chance to look again.
+
+        Raises :class:`ContractsUnavailable` when the source cannot be asked and holds nothing.
+        """
+        ...
+
+
+class ContractsUnavailable(RuntimeError):
+    """The contract source cannot be reached and has no cached contract to offer."""
+
 
 class StaticContracts:
     """Contracts held in memory (tests, or a fixed set)."""
 
     def __init__(self, contracts: list[DatasetContract]) -> None:
         self._by_name = {c.name: c for c in contracts}
+
+    async def refresh_for(self, dataset: str) -> None:
+        """Nothing to refresh."""
 
     def get(self, dataset: str) -> DatasetContract | None:
         """The contract of ``dataset``, if declared."""
@@ -57,3 +74,58 @@ def load_spec_files(pattern: str) -> StaticContracts:
     if not contracts:
         log.warning("no model specs found", extra={"pattern": pattern})
     return StaticContracts(list(contracts.values()))
+
+
+class RegistryContracts:
+    """Contracts from the registry, cached; a cached contract outlives a registry outage."""
+
+    def __init__(
+        self, client: RegistryClient, *, refresh_s: float = 30.0, min_gap_s: float = 1.0
+    ) -> None:
+        self.client = client
+        self.refresh_s = refresh_s
+        self.min_gap_s = min_gap_s
+        self._by_name: dict[str, DatasetContract] = {}
+        self._last_try = -1e9
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+
+    def get(self, dataset: str) -> DatasetContract | None:
+        """The cached contract of ``dataset``."""
+        return self._by_name.get(dataset)
+
+    def names(self) -> list[str]:
+        """Every cached dataset."""
+        return sorted(self._by_name)
+
+    async def refresh(self) -> None:
+        """Re-read every contract from the registry (keeps the cache on failure)."""
+        async with self._lock:
+            self._last_try = time.monotonic()
+            try:
+                contracts = await self.client.list_contracts()
+            except (RegistryUnavailable, RegistryError) as exc:
+                self.last_error = str(exc)
+                log.warning("cannot refresh contracts from the registry", extra={"error": str(exc)})
+                return
+            # Replacing the objects lets validators notice a changed contract.
+            self._by_name = {
+                c.name: (old if (old := self._by_name.get(c.name)) == c else c) for c in contracts
+            }
+            self.last_error = None
+
+    async def refresh_for(self, dataset: str) -> None:
+        """Ask the registry again (rate-limited) before calling a dataset unknown."""
+        if time.monotonic() - self._last_try >= self.min_gap_s:
+            await self.refresh()
+        if dataset not in self._by_name and self.last_error is not None:
+            raise ContractsUnavailable(
+                f"the registry is unreachable ({self.last_error}) and no contract for "
+                f"'{dataset}' is cached"
+            )
+
+    async def run(self) -> None:
+        """Refresh every ``refresh_s`` seconds, for the life of the service."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.refresh_s)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+from prometheus_client import Counter
+
 from flywheel_shared.events import (
     Event,
     FieldError,
@@ -22,7 +24,6 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.consumer import Delivery
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.spec import DatasetContract
-from prometheus_client import Counter
 
 from .contracts import ContractSource
 from .domain.validation import ContractValidator, reason_code

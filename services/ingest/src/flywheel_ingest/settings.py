@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flywheel_shared.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from flywheel_shared.settings import ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
@@ -12,8 +13,14 @@ class IngestSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_INGEST_", extra="ignore")
 
+    registry_url: str | None = Field(
+        None, description="read contracts from this registry (else from the spec files below)"
+    )
+    registry_token: str | None = Field(None, description="bearer token for the registry")
+    contracts_refresh_s: float = Field(30.0, gt=0, description="how often contracts are re-read")
     specs: str = Field(
-        "examples/*/flywheel.yaml", description="glob(s) of model spec files holding the contracts"
+        "examples/*/flywheel.yaml",
+        description="glob(s) of model spec files holding the contracts (without a registry)",
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted request body"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from aiokafka import TopicPartition
+from prometheus_client import Counter, Histogram
+
 from flywheel_shared.datasets import Manifest, SegmentEntry, manifest_key
 from flywheel_shared.events import (
     BatchCommitted,
@@ -33,7 +35,6 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.consumer import Delivery
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.storage import ObjectStore
-from prometheus_client import Counter, Histogram
 
 from .contracts import ContractSource
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
@@ -162,6 +163,9 @@ class DatasetWriter:
     async def tick(self) -> None:
         """Seal buffers older than ``max_age_s``; retry announcements Kafka refused."""
         async with self._lock:
+            for name in self.contracts.names():  # contracts can appear later (registry)
+                if name not in self._manifests:
+                    await asyncio.to_thread(self.load_manifest, name)
             for dataset in list(self._manifests):
                 await self._announce_pending(dataset)
         now = self.clock()

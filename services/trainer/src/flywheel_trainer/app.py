@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI
+
 from flywheel_shared.http import RequestMetrics, ops_router
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging

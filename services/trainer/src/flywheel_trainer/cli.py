@@ -9,10 +9,11 @@ import sys
 import uuid
 
 import click
-from flywheel_shared.events import RetrainRequested
-from flywheel_shared.registry import ModelVersion, RegistryClient, RegistryError
 from rich.console import Console
 from rich.table import Table
+
+from flywheel_shared.events import RetrainRequested
+from flywheel_shared.registry import ModelVersion, RegistryClient, RegistryError
 
 from .runner import run_job
 from .worker import TrainJob, TrainResult

@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from uuid import UUID
 
+from prometheus_client import Counter, Histogram
+
 from flywheel_shared.datasets import read_manifest
 from flywheel_shared.events import (
     BatchCommitted,
@@ -23,7 +25,6 @@ from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.registry import RegistryClient, RegistryUnavailable
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
-from prometheus_client import Counter, Histogram
 
 from .domain.triggers import TrainedState, enough_new_rows, stale
 from .runner import run_job

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flywheel_shared.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from flywheel_shared.settings import ServiceSettings
 
 
 class TrainerSettings(ServiceSettings):

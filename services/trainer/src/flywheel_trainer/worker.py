@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
 from flywheel_shared.datasets import read_frame, read_manifest, snapshot_segments
 from flywheel_shared.modelio import FORMAT, dump_model, load_model
 from flywheel_shared.registry import (
@@ -38,7 +40,6 @@ from flywheel_shared.registry import (
 )
 from flywheel_shared.spec import ModelSpec, Window
 from flywheel_shared.storage import ObjectStore
-from pydantic import BaseModel, ConfigDict, Field
 
 from .domain.dataset import Split, training_split
 from .domain.evaluation import apply_gates, compute_metrics

@@ -15,6 +15,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from flywheel_shared.datasets import EVENT_ID_COLUMN
 from flywheel_shared.events import CategoricalStats, JsonRecord, NumericStats
 from flywheel_shared.spec import DatasetContract, FieldType

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+
 from flywheel_shared.spec import ModelSpec, Window
 
 

@@ -9,8 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from flywheel_shared.spec import Gate
 from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score
+
+from flywheel_shared.spec import Gate
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
