@@ -160,11 +160,24 @@ class TrainerService:
         spec = (await self.specs())[model]
         manifest = await asyncio.to_thread(read_manifest, self.store, spec.dataset.name)
         snapshot = manifest.snapshot_id()
+        kinds = {t.kind for t in triggers}
+        if kinds <= {"new_data"}:
+            # Data that arrived during the previous run coalesced into this one; it may
+            # already be covered by what that run trained on.
+            try:
+                state = await self.trained_state(model)
+            except TransientError:
+                return False
+            if not enough_new_rows(spec.training, state, manifest.total_rows):
+                log.info(
+                    "no training needed: too few rows since the last training",
+                    extra={"model": model, "rows": manifest.total_rows, "trained_rows": state.rows},
+                )
+                return True
         run_id = str(
             derived_id("training", model, snapshot, *sorted(str(t.event_id) for t in triggers))
         )
         correlation = triggers[0].correlation_id
-        kinds = {t.kind for t in triggers}
         kind = next(
             k
             for k in ("manual", "retrain", "new_data", "staleness")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ async def run_job(job: TrainJob, timeout_s: float) -> TrainResult:
             "flywheel_trainer.worker",
             str(job_path),
             str(out_path),
+            str(os.getpid()),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )

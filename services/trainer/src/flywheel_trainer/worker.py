@@ -1,4 +1,4 @@
-"""One training run, in its own process: ``python -m flywheel_trainer.worker JOB.json OUT.json``.
+"""One training run in its own process: ``python -m flywheel_trainer.worker JOB OUT PARENT_PID``.
 
 Reads the dataset snapshot, cuts the holdout, runs the user's recipe, evaluates challenger and
 champion on the same holdout, gates, stores the artifact and a reference sample, and registers
@@ -289,9 +289,12 @@ async def train(job: TrainJob) -> TrainResult:
         )
 
 
-def _exit_with_parent() -> None:
-    """If the service dies (even by SIGKILL), stop too: no orphan training runs."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int) -> None:
+    """If the service dies (even by SIGKILL), stop too: no orphan run may register a version.
+
+    ``parent`` comes from the service, so a death during this process's (slow) imports is
+    noticed as well.
+    """
 
     def watch() -> None:
         while True:
@@ -299,16 +302,20 @@ def _exit_with_parent() -> None:
                 os._exit(3)
             time.sleep(0.5)
 
+    if os.getppid() != parent:
+        os._exit(3)
     threading.Thread(target=watch, daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
     args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        print("usage: python -m flywheel_trainer.worker JOB.json OUT.json", file=sys.stderr)
+    if len(args) != 3:
+        print(
+            "usage: python -m flywheel_trainer.worker JOB.json OUT.json PARENT_PID", file=sys.stderr
+        )
         return 2
-    _exit_with_parent()
+    _exit_with_parent(int(args[2]))
     job = TrainJob.model_validate_json(Path(args[0]).read_text())
     started = time.perf_counter()
     try:

@@ -1,0 +1,255 @@
+"""Data in → model out: ingest, trainer and registry as real processes on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, Stack, fraud_spec
+
+from flywheel_fraud.simulator import FraudSimulator
+from flywheel_shared.events import (
+    BatchCommitted,
+    Event,
+    ModelVersionRegistered,
+    RetrainRequested,
+    TrainingCompleted,
+    TrainingStarted,
+)
+from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.registry import RegistryClient
+from flywheel_shared.settings import KafkaSettings
+from flywheel_shared.spec import ModelSpec
+from flywheel_shared.testing.kafka_io import read_events
+from flywheel_trainer.cli import train_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def start(stack: Stack, spec: ModelSpec) -> None:
+    """Registry first (it holds the contract), then ingest and the trainer."""
+    await asyncio.to_thread(stack.registry.start)
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        await reg.put_spec(spec)
+    await asyncio.gather(
+        asyncio.to_thread(stack.ingest.start), asyncio.to_thread(stack.trainer.start)
+    )
+
+
+def post_records(stack: Stack, n: int = 6000, seed: int = 6) -> None:
+    # 5% fraud: enough positives in a few thousand rows for a stable ROC AUC (≈ 0.89 here).
+    sim = FraudSimulator(seed=seed, fraud_rate=0.05)
+    for _ in range(0, n, 500):
+        req = urllib.request.Request(
+            f"{stack.ingest.url}/v1/datasets/transactions/records",
+            data=json.dumps(sim.batch(500)).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 202
+
+
+async def events(stack: Stack, topic: str, n: int, timeout: float = 120) -> list[Event]:
+    return await read_events(
+        stack.bootstrap, stack.topics(topic), until=lambda ev: len(ev) >= n, timeout=timeout
+    )
+
+
+async def no_more(stack: Stack, topic: str, n: int, within: float) -> None:
+    """Assert that a topic does not reach ``n`` events within ``within`` seconds."""
+    with pytest.raises(TimeoutError):
+        await events(stack, topic, n, timeout=within)
+
+
+def worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"flywheel_trainer.worker" in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+async def test_committed_rows_train_gate_register_and_reproduce(stack: Stack) -> None:
+    spec, _ = fraud_spec()
+    await start(stack, spec)
+    await asyncio.to_thread(post_records, stack)
+
+    [registered] = await events(stack, "model.version.registered", 1)
+    batches = [
+        e for e in await events(stack, "data.batch.committed", 1) if isinstance(e, BatchCommitted)
+    ]
+    assert isinstance(registered, ModelVersionRegistered)
+    assert (
+        registered.model == "fraud" and registered.version == 1 and registered.status == "candidate"
+    )
+    trigger = next(b for b in batches if b.total_rows >= spec.training.min_new_rows)
+    latency = (registered.occurred_at - trigger.occurred_at).total_seconds()
+    print(f"\ndata.batch.committed → model.version.registered: {latency:.2f} s")
+
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        version = await reg.get_version("fraud", 1)
+        info = await reg.get_model("fraud")
+        reference = await reg.download_artifact(version.reference_sha256 or "")
+    assert version.metrics["roc_auc"] > 0.8, version.metrics
+    assert set(version.metrics) >= {"roc_auc", "pr_auc", "log_loss", "accuracy", "ece"}
+    assert any(r.startswith("ok: roc_auc") for r in version.gate_reasons)
+    lin = version.lineage
+    assert lin.dataset == "transactions" and lin.snapshot_id in {b.snapshot_id for b in batches}
+    assert lin.snapshot_rows == next(
+        b.total_rows for b in batches if b.snapshot_id == lin.snapshot_id
+    )
+    assert lin.recipe == spec.recipe.entrypoint and len(lin.recipe_sha256) == 64
+    assert lin.lock_sha256 == hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
+    assert lin.seed == spec.recipe.seed and lin.params["features"] == list(spec.features)
+    assert version.correlation_id in {str(b.correlation_id) for b in batches}
+    assert info.aliases["production"].version == 1  # the first good model goes live
+    ref = pd.read_parquet(io.BytesIO(reference))
+    assert {"_score", "is_fraud", *spec.features} <= set(ref.columns) and len(ref) > 100
+
+    started = [
+        e for e in await events(stack, "training.started", 1) if isinstance(e, TrainingStarted)
+    ]
+    completed = [
+        e for e in await events(stack, "training.completed", 1) if isinstance(e, TrainingCompleted)
+    ]
+    assert started[0].correlation_id == completed[0].correlation_id == registered.correlation_id
+    assert completed[0].passed_gate and completed[0].version == 1
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        train_group,
+        [
+            "reproduce",
+            "fraud",
+            "1",
+            "--registry-url",
+            stack.registry_url,
+            "--storage-uri",
+            str(stack.store),
+        ],
+        env={"FLYWHEEL_REGISTRY_TOKEN": stack.token},
+    )
+    assert result.exit_code == 0, result.output
+    assert "identical metrics" in result.output
+
+
+async def test_bad_recipe_is_gated_out_with_a_reason(stack: Stack) -> None:
+    spec, _ = fraud_spec(name="fraud")
+    spec = spec.model_copy(
+        update={
+            "recipe": spec.recipe.model_copy(
+                update={"entrypoint": "flywheel_test_recipes:constant"}
+            )
+        }
+    )
+    await start(stack, spec)
+    await asyncio.to_thread(post_records, stack)
+    [registered] = await events(stack, "model.version.registered", 1)
+    assert registered.status == "rejected"  # type: ignore[attr-defined]
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        version = await reg.get_version("fraud", 1)
+        info = await reg.get_model("fraud")
+    assert any(r.startswith("FAILED: roc_auc 0.5000 >= 0.8") for r in version.gate_reasons), (
+        version.gate_reasons
+    )
+    assert "production" not in info.aliases
+    [done] = await events(stack, "training.completed", 1)
+    assert isinstance(done, TrainingCompleted) and not done.passed_gate
+
+
+async def publish(stack: Stack, *evs: Event) -> None:
+    producer = EventProducer(
+        KafkaSettings(bootstrap=stack.bootstrap, topic_prefix=stack.prefix), "test"
+    )
+    await producer.start()
+    try:
+        await producer.publish_all(list(evs))
+    finally:
+        await producer.stop()
+
+
+async def test_five_triggers_during_a_training_cause_exactly_one_follow_up(stack: Stack) -> None:
+    spec, data = fraud_spec(min_new_rows=10_000_000)  # only retrain requests trigger here
+    data["recipe"].update({"entrypoint": "flywheel_test_recipes:slow", "params": {"sleep_s": 4}})
+    spec = ModelSpec.model_validate(data)
+    await start(stack, spec)
+    await asyncio.to_thread(post_records, stack)
+    await events(stack, "data.batch.committed", 1)
+    await publish(stack, RetrainRequested(model="fraud", reason="first"))
+    await events(stack, "training.started", 1)
+    await publish(stack, *(RetrainRequested(model="fraud", reason=f"during {i}") for i in range(5)))
+    await events(stack, "training.completed", 2)
+    await no_more(stack, "training.started", 3, within=8)
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        assert [v.version for v in await reg.list_versions("fraud")] == [1, 2]
+
+
+async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack) -> None:
+    spec, data = fraud_spec()
+    data["recipe"].update({"entrypoint": "flywheel_test_recipes:slow", "params": {"sleep_s": 5}})
+    spec = ModelSpec.model_validate(data)
+    await start(stack, spec)
+    await asyncio.to_thread(post_records, stack)
+    await events(stack, "training.started", 1)
+    assert worker_pids(), "a worker process should be training"
+    stack.trainer.kill()
+    deadline = asyncio.get_running_loop().time() + 10
+    while worker_pids():  # the worker notices its parent died and exits: no orphans
+        assert asyncio.get_running_loop().time() < deadline, "orphaned training worker"
+        await asyncio.sleep(0.2)
+    await no_more(stack, "model.version.registered", 1, within=1)
+    await asyncio.to_thread(stack.trainer.start)
+    [registered] = await events(stack, "model.version.registered", 1)
+    assert registered.version == 1  # type: ignore[attr-defined]
+    await no_more(stack, "model.version.registered", 2, within=5)
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        assert len(await reg.list_versions("fraud")) == 1
+
+
+@pytest.fixture
+def pg_stack(kafka_bootstrap: str, tmp_path: Path, postgres_url: str | None) -> Any:
+    if postgres_url is None:
+        from flywheel_shared.testing.postgres import UNAVAILABLE
+
+        pytest.skip(UNAVAILABLE)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    name = f"e2e_{os.getpid()}_{tmp_path.name[-8:]}".replace("-", "_").lower()
+    with psycopg.connect(
+        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False),
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    s = Stack(
+        kafka_bootstrap,
+        tmp_path,
+        database_url=url.set(database=name).render_as_string(hide_password=False),
+    )
+    yield s
+    s.stop()
+
+
+async def test_training_loop_on_postgresql(pg_stack: Stack) -> None:
+    spec, _ = fraud_spec()
+    await start(pg_stack, spec)
+    await asyncio.to_thread(post_records, pg_stack)
+    [registered] = await events(pg_stack, "model.version.registered", 1)
+    assert registered.status == "candidate"  # type: ignore[attr-defined]
+    async with RegistryClient(pg_stack.registry_url, pg_stack.token) as reg:
+        assert (await reg.get_model("fraud")).aliases["production"].version == 1
