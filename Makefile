@@ -26,10 +26,13 @@ kafka-stop: install ## Stop the local Kafka broker
 ingest: install ## Run the ingest service in the foreground (needs Kafka)
 	$(RUN) python -m flywheel_ingest
 
+registry: install ## Run the registry in the foreground on :8100 (needs Kafka; SQLite in .flywheel/)
+	$(RUN) python -m flywheel_registry
+
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src examples/fraud/src
+	$(RUN) mypy shared/src services/ingest/src services/registry/src examples/fraud/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m integration
@@ -54,4 +57,4 @@ bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
 
-.PHONY: help install up kafka kafka-stop ingest test unit lint fmt schemas bench clean
+.PHONY: help install up kafka kafka-stop ingest registry test unit lint fmt schemas bench clean

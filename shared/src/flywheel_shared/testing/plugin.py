@@ -35,3 +35,22 @@ def kafka_broker() -> Iterator[BrokerHandle]:
 def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
     """Bootstrap servers string of the session's Kafka broker."""
     return kafka_broker.bootstrap
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL
+#
+# One server per test session, chosen by flywheel_shared.testing.postgres.postgres_server:
+# $FLYWHEEL_TEST_POSTGRES_URL, else a throwaway cluster from Debian's server binaries,
+# else None (tests then skip with flywheel_shared.testing.postgres.UNAVAILABLE). Started
+# lazily. Tests should create their own database (or tables) in it.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """SQLAlchemy URL (``postgresql+psycopg://...``) of the session's PostgreSQL, or None."""
+    from flywheel_shared.testing.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

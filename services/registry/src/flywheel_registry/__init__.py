@@ -1,0 +1,1 @@
+"""Flywheel registry: model specs, dataset contracts, versions, aliases, artifacts, lineage."""

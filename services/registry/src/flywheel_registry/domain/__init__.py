@@ -1,0 +1,1 @@
+"""Plain-Python rules of the registry: alias moves, verdict policy, rollback. No I/O here."""

@@ -1,0 +1,142 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
+
+Rows are read oldest first, published with the shared ``EventProducer`` (which returns only
+after the broker acknowledged every one) and then marked published. A crash between the
+acknowledgement and the mark republishes the same events with the same ``event_id`` on the
+next start; consumers drop such duplicates. A failed publish is retried with backoff for as
+long as it takes: nothing in the outbox is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from flywheel_shared.events import Event, parse_event
+
+from .metrics import OUTBOX_PENDING, RELAY_FAILURES, RELAY_PUBLISHED
+from .store import PendingEvent
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPort(Protocol):
+    """What the relay needs from the store."""
+
+    def pending_events(self, limit: int) -> list[PendingEvent]:
+        """Unpublished rows, oldest first."""
+        ...
+
+    def mark_published(self, ids: list[int]) -> None:
+        """Mark rows published."""
+        ...
+
+    def pending_count(self) -> int:
+        """Number of unpublished rows."""
+        ...
+
+
+class PublisherPort(Protocol):
+    """What the relay needs from the producer."""
+
+    async def publish_all(self, events: list[Event]) -> None:
+        """Publish and wait for every acknowledgement."""
+        ...
+
+
+class OutboxRelay:
+    """Background task moving the outbox to Kafka; ``enabled=False`` only counts the backlog."""
+
+    def __init__(
+        self,
+        store: OutboxPort,
+        producer: PublisherPort,
+        *,
+        enabled: bool = True,
+        poll_s: float = 1.0,
+        batch: int = 100,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.enabled = enabled
+        self.poll_s = poll_s
+        self.batch = batch
+        self.max_backoff_s = max_backoff_s
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop in a background task (on the running event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Finish the round in hand and stop."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def notify(self) -> None:
+        """Wake the relay now (safe from any thread): a transaction wrote events."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # loop closing during shutdown; the next start publishes
+            pass
+
+    def alive(self) -> str | None:
+        """Readiness: None while the loop runs."""
+        if self._task is None:
+            return "outbox relay not started"
+        if self._task.done():
+            return "outbox relay ended"
+        return None
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
+        rows = await asyncio.to_thread(self.store.pending_events, self.batch)
+        if not rows:
+            return 0
+        events = [parse_event(r.payload) for r in rows]
+        await self.producer.publish_all(events)
+        await asyncio.to_thread(self.store.mark_published, [r.id for r in rows])
+        RELAY_PUBLISHED.inc(len(rows))
+        log.info(
+            "outbox published",
+            extra={"events": len(rows), "first_id": rows[0].id, "last_id": rows[-1].id},
+        )
+        return len(rows)
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                published = await self.publish_pending() if self.enabled else 0
+                OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
+                backoff = 0.5
+                if published >= self.batch:
+                    continue  # more waiting: no pause
+                await self._pause(self.poll_s)
+            except Exception as exc:
+                RELAY_FAILURES.inc()
+                log.warning(
+                    "outbox publish failed, retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff},
+                )
+                await self._pause(backoff, wakeable=False)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _pause(self, seconds: float, *, wakeable: bool = True) -> None:
+        waiter = self._wake if wakeable else self._stopping
+        try:
+            await asyncio.wait_for(waiter.wait(), seconds)
+        except TimeoutError:
+            pass

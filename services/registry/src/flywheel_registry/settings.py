@@ -1,0 +1,59 @@
+"""Registry settings (environment prefix ``FLYWHEEL_REGISTRY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from flywheel_shared.settings import ServiceSettings
+
+
+class UnsafeSettings(RuntimeError):
+    """The settings are not safe for the environment they declare."""
+
+
+class RegistrySettings(ServiceSettings):
+    """Everything the registry reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_REGISTRY_", extra="ignore")
+
+    port: int = Field(8100, description="HTTP port")
+    database_url: str = Field(
+        "sqlite:///.flywheel/registry.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db",
+    )
+    token: SecretStr | None = Field(
+        None, description="bearer token required on every write (and reads with read_auth)"
+    )
+    read_auth: bool = Field(False, description="require the token on reads too")
+    relay_enabled: bool = Field(
+        True,
+        description="publish the outbox to Kafka (off: events wait in the database, e.g. on "
+        "read replicas or during a Kafka incident)",
+    )
+    relay_poll_s: float = Field(1.0, gt=0, description="outbox poll interval when idle")
+    relay_batch: int = Field(100, ge=1, description="outbox rows published per round trip")
+    consume_verdicts: bool = Field(True, description="apply rollout.verdict events")
+    consumer_group: str = Field(
+        "flywheel-registry", description="Kafka consumer group of the rollout.verdict consumer"
+    )
+    max_artifact_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="largest artifact accepted by POST /v1/artifacts"
+    )
+    db_pool_size: int = Field(5, ge=1, description="database connection pool size")
+
+    def check(self) -> None:
+        """Refuse settings that are unsafe for ``environment``."""
+        if self.environment == "production" and not (
+            self.token and self.token.get_secret_value().strip()
+        ):
+            raise UnsafeSettings(
+                "refusing to start: FLYWHEEL_REGISTRY_ENVIRONMENT=production needs "
+                "FLYWHEEL_REGISTRY_TOKEN (writes would be open to anyone)"
+            )
+
+    def token_value(self) -> str | None:
+        """The bearer token, or None when auth is off."""
+        if self.token is None or not self.token.get_secret_value().strip():
+            return None
+        return self.token.get_secret_value().strip()

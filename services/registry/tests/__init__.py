@@ -1,0 +1,1 @@
+"""Registry tests: a package, so its conftest never replaces another folder's ``conftest``."""
