@@ -32,7 +32,7 @@ registry: install ## Run the registry in the foreground on :8100 (needs Kafka; S
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src services/registry/src examples/fraud/src
+	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src examples/fraud/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m integration

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, Stack, fraud_spec
+from e2e_support import ROOT, Stack, fraud_spec
 
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import (

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeProducer, good
+from ingest_support import FakeProducer, good
 
 from flywheel_ingest.contracts import StaticContracts
 from flywheel_ingest.handlers import IngestService, UnknownDataset

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 
 import pyarrow.parquet as pq
-from conftest import good
+from ingest_support import good
 
 from flywheel_ingest.domain.segments import (
     EVENT_ID_COLUMN,
@@ -12,10 +12,10 @@ from flywheel_ingest.domain.segments import (
     field_stats,
     to_parquet,
 )
-from flywheel_ingest.domain.validation import ContractValidator
 from flywheel_shared.datasets import snapshot_id
 from flywheel_shared.events import CategoricalStats, NumericStats
 from flywheel_shared.spec import DatasetContract
+from flywheel_shared.validation import ContractValidator
 
 
 def _rows(contract: DatasetContract, n: int) -> list[dict[str, object]]:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import math
 
-from conftest import good
+from ingest_support import good
 
-from flywheel_ingest.domain.validation import ContractValidator, reason_code
 from flywheel_shared.spec import DatasetContract, UnknownFieldPolicy
+from flywheel_shared.validation import ContractValidator, reason_code
 
 
 def test_valid_record_passes_and_is_normalised(contract: DatasetContract) -> None:

@@ -7,15 +7,15 @@ from uuid import uuid4
 import pyarrow.parquet as pq
 import pytest
 from aiokafka import TopicPartition
-from conftest import FakeProducer, good
+from ingest_support import FakeProducer, good
 
 from flywheel_ingest.contracts import StaticContracts
-from flywheel_ingest.domain.validation import ContractValidator
 from flywheel_ingest.writer import DatasetWriter
 from flywheel_shared.events import BatchCommitted, RecordsValidated
 from flywheel_shared.kafka.consumer import Delivery
 from flywheel_shared.spec import DatasetContract
 from flywheel_shared.storage import ObjectStore
+from flywheel_shared.validation import ContractValidator
 
 TP = TopicPartition("flywheel.data.validated.v1", 2)
 
