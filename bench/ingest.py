@@ -3,7 +3,7 @@
 It measures, in one run and on the same records (``FraudSimulator(seed=0)``):
 
 (a) the ceiling: a raw aiokafka producer configured like flywheel's ``EventProducer``
-    (acks=all, idempotence on, the configured compression -- lz4 by default --, linger 5 ms,
+    (acks=all, idempotence on, the configured compression -- zstd by default --, linger 5 ms,
     1 MiB batches) sending one Kafka message per record (its JSON bytes) to a
     ``data.validated``-shaped topic, keyed by dataset as ingest does; records/s from the
     first send until the last ack. For reference it also sends the same records packed

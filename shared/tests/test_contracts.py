@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,19 @@ def test_event_roundtrip_by_discriminator() -> None:
     assert back.occurred_at.tzinfo is not None
     assert back.key() == "d"
     assert ModelAliasChanged(model="m", alias="production", version=3).key() == "m"
+
+
+def test_wire_format_matches_pydantic_json() -> None:
+    from flywheel_shared.events import FieldError, RecordsRejected, Rejection
+
+    ev = RecordsRejected(
+        dataset="d",
+        rejections=[
+            Rejection(index=1, errors=[FieldError(field="a", reason="r")], record={"x": 1.5})
+        ],
+    )
+    assert json.loads(encode_event(ev)) == json.loads(ev.model_dump_json())
+    assert parse_event(encode_event(ev)) == ev
 
 
 def test_events_are_frozen_and_strict() -> None:

@@ -28,7 +28,8 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1, description="for topics created at start-up")
     linger_ms: int = Field(5, ge=0, description="producer batching delay")
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
-        "lz4", description="producer compression codec"
+        "zstd",
+        description="producer compression (zstd: aiokafka runs lz4 at level 9, ~7x the CPU)",
     )
     max_request_bytes: int = Field(16 * 1024 * 1024, description="largest message produced")
     session_timeout_ms: int = Field(10_000, description="consumer group session timeout")
