@@ -70,6 +70,13 @@ async def no_more(stack: Stack, topic: str, n: int, within: float) -> None:
         await events(stack, topic, n, timeout=within)
 
 
+async def until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
 def worker_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -205,12 +212,10 @@ async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack
     await start(stack, spec)
     await asyncio.to_thread(post_records, stack)
     await events(stack, "training.started", 1)
-    assert worker_pids(), "a worker process should be training"
+    await until(lambda: bool(worker_pids()), 20, "a worker process training")
     stack.trainer.kill()
-    deadline = asyncio.get_running_loop().time() + 10
-    while worker_pids():  # the worker notices its parent died and exits: no orphans
-        assert asyncio.get_running_loop().time() < deadline, "orphaned training worker"
-        await asyncio.sleep(0.2)
+    # The worker notices its parent died and exits: no orphan may register a version.
+    await until(lambda: not worker_pids(), 10, "the orphaned worker to exit")
     await no_more(stack, "model.version.registered", 1, within=1)
     await asyncio.to_thread(stack.trainer.start)
     [registered] = await events(stack, "model.version.registered", 1)
