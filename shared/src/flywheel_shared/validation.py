@@ -1,4 +1,5 @@
-"""Record validation against a dataset contract: the one code path for HTTP and Kafka input.
+"""Record validation against a dataset contract: one code path for every service's input
+(ingest's HTTP and Kafka records, serving's prediction requests).
 
 The contract is compiled once into a list of per-field checks, so validating a record is a
 tight loop of plain comparisons (this runs at tens of thousands of records a second).
@@ -125,14 +126,36 @@ class Outcome:
 class ContractValidator:
     """Validates records against one dataset contract."""
 
-    def __init__(self, contract: DatasetContract) -> None:
+    def __init__(
+        self,
+        contract: DatasetContract,
+        *,
+        fields: Sequence[str] | None = None,
+        optional: Sequence[str] = (),
+        unknown_fields: UnknownFieldPolicy | None = None,
+    ) -> None:
+        """Check every field of ``contract``, or only ``fields`` (in that order).
+
+        Fields named in ``optional`` may be absent or null whatever the contract says;
+        ``unknown_fields`` overrides the contract's policy for undeclared keys.
+        """
         self.contract = contract
+        names = list(contract.fields) if fields is None else list(fields)
+        missing = [n for n in names if n not in contract.fields]
+        if missing:
+            raise ValueError(f"fields not in contract '{contract.name}': {missing}")
+        specs = {n: contract.fields[n] for n in names}
         self._fields: list[tuple[str, bool, bool, Check]] = [
-            (name, spec.required, spec.nullable, _BUILDERS[spec.type](spec))
-            for name, spec in contract.fields.items()
+            (
+                name,
+                spec.required and name not in optional,
+                spec.nullable or name in optional,
+                _BUILDERS[spec.type](spec),
+            )
+            for name, spec in specs.items()
         ]
-        self._known = frozenset(contract.fields)
-        self._policy = contract.unknown_fields
+        self._known = frozenset(specs)
+        self._policy = contract.unknown_fields if unknown_fields is None else unknown_fields
 
     def check(self, record: Any) -> tuple[JsonRecord | None, list[FieldError]]:
         """Validate one record: (normalised record, []) or (None, errors)."""

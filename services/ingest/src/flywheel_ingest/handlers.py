@@ -24,9 +24,9 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.consumer import Delivery
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.spec import DatasetContract
+from flywheel_shared.validation import ContractValidator, reason_code
 
 from .contracts import ContractSource
-from .domain.validation import ContractValidator, reason_code
 
 ACCEPTED = Counter(
     "flywheel_ingest_records_accepted_total",
