@@ -73,3 +73,40 @@ def test_validate_many_keeps_indexes(contract: DatasetContract) -> None:
     assert [r.index for r in outcome.rejections] == [1, 2]
     assert reason_code(outcome.rejections[0].errors[0]) == "not_object"
     assert outcome.rejections[1].record == good(2, kind="q")
+
+
+def test_fast_path_agrees_with_the_full_path() -> None:
+    """Whatever the generated fast path accepts, the full path accepts unchanged."""
+    import random
+    from pathlib import Path
+
+    from flywheel_fraud.simulator import FraudSimulator
+    from flywheel_shared.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[3] / "examples" / "fraud" / "flywheel.yaml")
+    v = ContractValidator(spec.dataset)
+    rng = random.Random(0)
+    mutations: list[object] = [
+        None,
+        -1,
+        1e9,
+        math.inf,
+        "x",
+        True,
+        3,
+        3.0,
+        "2026-01-01T00:00:00+02:00",
+    ]
+    accepted = rejected = 0
+    for rec in FraudSimulator(seed=2).batch(400):
+        for _ in range(3):
+            r = dict(rec)
+            field = rng.choice([*r, "extra"])
+            r[field] = rng.choice(mutations)
+            if v._fast(r):
+                assert v.check(r) == (r, [])
+                accepted += 1
+            else:
+                rejected += 1
+        assert v._fast(rec) and v.check(rec) == (rec, [])
+    assert accepted > 100 and rejected > 100
