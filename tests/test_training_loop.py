@@ -202,7 +202,13 @@ async def test_five_triggers_during_a_training_cause_exactly_one_follow_up(stack
     await events(stack, "training.completed", 2)
     await no_more(stack, "training.started", 3, within=8)
     async with RegistryClient(stack.registry_url, stack.token) as reg:
-        assert [v.version for v in await reg.list_versions("fraud")] == [1, 2]
+        versions = await reg.list_versions("fraud")
+        info = await reg.get_model("fraud")
+    assert [v.version for v in versions] == [1, 2]
+    # v2 was scored against the champion (v1) on the same holdout: same data, same metrics.
+    assert versions[1].parent_version == 1 and versions[1].champion_metrics == versions[0].metrics
+    assert info.aliases["production"].version == 1
+    assert info.aliases[spec.rollout.first_alias].version == 2  # the rollout's first step
 
 
 async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack) -> None:
