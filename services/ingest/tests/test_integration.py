@@ -83,6 +83,10 @@ class Ingest:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.proc.url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
     def manifest(self) -> Manifest:
         store = ObjectStore(str(self.store_dir))
         key = "datasets/transactions/manifest.json"
@@ -158,6 +162,8 @@ async def test_valid_record_flows_to_validated_segment_and_batch_event(ingest: I
     assert batch.stats["amount"].count == 3  # type: ignore[union-attr]
     assert sorted(ingest.stored_ids()) == sorted(r["transaction_id"] for r in recs)
     assert batch.snapshot_id == ingest.manifest().snapshot_id()
+    info = await asyncio.to_thread(ingest.get, "/v1/datasets/transactions")
+    assert (info["rows"], info["segments"], info["snapshot_id"]) == (3, 1, batch.snapshot_id)
     seg_path = Path(batch.segment_uri.removeprefix("file://"))
     assert seg_path.exists()  # noqa: ASYNC240
 

@@ -14,7 +14,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from flywheel_shared.datasets import Manifest, manifest_key
 from flywheel_shared.events import Label
-from flywheel_shared.http import RequestMetrics, ops_router
+from flywheel_shared.http import (
+    ApiError,
+    RequestMetrics,
+    install_api_errors,
+    json_response,
+    ops_router,
+    read_body,
+    serve,
+)
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import RegistryClient
@@ -43,20 +51,6 @@ _NDJSON_TYPES = {
     "application/jsonl",
     "application/x-jsonlines",
 }
-
-
-class ApiError(Exception):
-    """An error answered to the client as ``{"detail": ..., "code": ...}``."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 class Runtime(KafkaRuntime):
@@ -137,21 +131,6 @@ class Runtime(KafkaRuntime):
         return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413, "body_too_large", f"request body is over the limit of {limit} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse_records(body: bytes, content_type: str) -> list[Any]:
     if content_type in _JSON_TYPES:
         try:
@@ -200,9 +179,7 @@ def create_app(
         )
     )
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return _json(exc.status, {"detail": exc.detail, "code": exc.code}, exc.headers)
+    install_api_errors(app)
 
     def _unavailable(exc: BaseException) -> ApiError:
         log.warning("publish failed", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -239,7 +216,7 @@ def create_app(
                 "send application/json (an array) or application/x-ndjson",
             )
         await require_dataset(name)
-        records = _parse_records(await _read_body(request, settings.max_body_bytes), ctype)
+        records = _parse_records(await read_body(request, settings.max_body_bytes), ctype)
         if not records:
             raise ApiError(400, "empty", "no records in the body")
         if not rt.producer.started:
@@ -262,12 +239,12 @@ def create_app(
             "rejected": len(result.rejections),
             "rejections": [r.model_dump(exclude={"record"}) for r in result.rejections],
         }
-        return _json(202 if result.accepted else 422, body)
+        return json_response(202 if result.accepted else 422, body)
 
     @app.post("/v1/datasets/{name}/labels", status_code=202, summary="Submit late ground truth")
     async def post_labels(name: str, request: Request) -> Response:
         """Late labels: ``[{"record_id" or "prediction_id": ..., "label": ...}]``."""
-        body = await _read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -287,12 +264,12 @@ def create_app(
             raise ApiError(422, "invalid_labels", str(exc)) from exc
         except (TimeoutError, KafkaError, OSError) as exc:
             raise _unavailable(exc) from exc
-        return _json(202, {"dataset": name, "accepted": n})
+        return json_response(202, {"dataset": name, "accepted": n})
 
     @app.get("/v1/datasets", summary="List datasets")
     async def list_datasets() -> Response:
         """Every declared dataset with its contract."""
-        return _json(
+        return json_response(
             200,
             [
                 {"name": n, "contract": c.model_dump(mode="json")}
@@ -313,7 +290,7 @@ def create_app(
             if await asyncio.to_thread(rt.store.exists, key)
             else Manifest(dataset=name)
         )
-        return _json(
+        return json_response(
             200,
             {
                 "name": name,
@@ -331,15 +308,6 @@ def create_app(
 
 def main() -> None:
     """Run the ingest service (``python -m flywheel_ingest``)."""
-    import uvicorn
-
     settings = IngestSettings()
     setup_logging("ingest", settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="asyncio",
-        log_config=None,
-        timeout_graceful_shutdown=20,
-    )
+    serve(create_app(settings), settings)

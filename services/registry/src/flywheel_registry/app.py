@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flywheel_shared.http import RequestMetrics, ops_router
+from flywheel_shared.http import (
+    ApiError,
+    RequestMetrics,
+    install_api_errors,
+    json_response,
+    ops_router,
+    read_body,
+    serve,
+)
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import AliasMove, VersionCreate
@@ -44,14 +52,6 @@ _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-ya
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-class ApiError(Exception):
-    """An error answered to the client as ``{"detail": ..., "code": ...}``."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-
 class StatusChange(BaseModel):
     """Body of ``PATCH /v1/models/{name}/versions/{v}``."""
 
@@ -65,12 +65,6 @@ class ReasonBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     reason: str = ""
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 def _dump(model: BaseModel) -> Any:
@@ -161,21 +155,6 @@ class Runtime(KafkaRuntime):
         return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413, "body_too_large", f"request body is over the limit of {limit} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse_spec(body: bytes, content_type: str) -> Any:
     if content_type in _YAML_TYPES or content_type in ("", "application/json"):
         try:
@@ -256,7 +235,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     async def put_spec(name: str, request: Request) -> Response:
         """Body: the spec as YAML (``application/yaml``) or JSON; validated as a ModelSpec."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        data = _parse_spec(await _read_body(request, 1024 * 1024), ctype)
+        data = _parse_spec(await read_body(request, 1024 * 1024), ctype)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_spec", "a spec must be a mapping")
         if data.get("name") != name:
@@ -270,39 +249,39 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         except ValidationError as exc:
             raise ApiError(422, "invalid_spec", f"invalid spec: {_errors(exc)}") from exc
         info, created = await run(store.put_spec, spec)
-        return _json(201 if created else 200, _dump(info))
+        return json_response(201 if created else 200, _dump(info))
 
     @api.get("/models", summary="List models")
     async def list_models() -> Response:
         """Every model with its aliases (specs left out)."""
-        return _json(200, [_dump(m) for m in await run(store.list_models)])
+        return json_response(200, [_dump(m) for m in await run(store.list_models)])
 
     @api.get("/models/{name}", summary="A model, its spec and aliases")
     async def get_model(name: str) -> Response:
         """One model."""
-        return _json(200, _dump(await run(store.get_model, name)))
+        return json_response(200, _dump(await run(store.get_model, name)))
 
     @api.get("/models/{name}/spec", summary="A model's spec")
     async def get_spec(name: str) -> Response:
         """The spec as JSON."""
-        return _json(200, await run(store.get_spec, name))
+        return json_response(200, await run(store.get_spec, name))
 
     @api.get("/datasets", summary="Every dataset contract")
     async def list_contracts() -> Response:
         """Contracts declared by the stored specs."""
-        return _json(200, [_dump(c) for c in await run(store.list_contracts)])
+        return json_response(200, [_dump(c) for c in await run(store.list_contracts)])
 
     @api.get("/datasets/{dataset}/contract", summary="A dataset's contract")
     async def get_contract(dataset: str) -> Response:
         """The contract of ``dataset``."""
-        return _json(200, _dump(await run(store.get_contract, dataset)))
+        return json_response(200, _dump(await run(store.get_contract, dataset)))
 
     # -- artifacts ------------------------------------------------------------------------
 
     @api.post("/artifacts", summary="Store an artifact (raw bytes)")
     async def post_artifact(request: Request) -> Response:
         """Content-addressed: answers ``{sha256, size, uri}``; ``x-sha256`` is checked."""
-        data = await _read_body(request, settings.max_artifact_bytes)
+        data = await read_body(request, settings.max_artifact_bytes)
         digest = await run(lambda: hashlib.sha256(data).hexdigest())
         claimed = request.headers.get("x-sha256", "").strip().lower()
         if claimed and claimed != digest:
@@ -316,7 +295,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             log.warning(
                 "artifact bytes rewritten (were missing or damaged)", extra={"sha256": digest}
             )
-        return _json(201 if created else 200, _dump(artifact))
+        return json_response(201 if created else 200, _dump(artifact))
 
     @api.get("/artifacts/{sha256}", summary="Fetch an artifact (hash checked)")
     async def get_artifact(sha256: str) -> Response:
@@ -342,33 +321,33 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     @api.post("/models/{name}/versions", summary="Register a version (idempotent by run_id)")
     async def register_version(name: str, request: Request) -> Response:
         """201 with the new version, or 200 with the one this ``run_id`` registered before."""
-        body = _validate(VersionCreate, await _read_body(request, 4 * 1024 * 1024))
+        body = _validate(VersionCreate, await read_body(request, 4 * 1024 * 1024))
         version, created = await run(store.register_version, name, body, actor=_actor(request))
-        return _json(201 if created else 200, _dump(version))
+        return json_response(201 if created else 200, _dump(version))
 
     @api.get("/models/{name}/versions", summary="List versions, oldest first")
     async def list_versions(name: str) -> Response:
         """Every version of a model."""
-        return _json(200, [_dump(v) for v in await run(store.list_versions, name)])
+        return json_response(200, [_dump(v) for v in await run(store.list_versions, name)])
 
     @api.get("/models/{name}/versions/{version}", summary="One version")
     async def get_version(name: str, version: int) -> Response:
         """A version with its metrics and lineage."""
-        return _json(200, _dump(await run(store.get_version, name, version)))
+        return json_response(200, _dump(await run(store.get_version, name, version)))
 
     @api.patch("/models/{name}/versions/{version}", summary="Change a version's status")
     async def patch_version(name: str, version: int, request: Request) -> Response:
         """``{"status": "archived", "reason": ...}``; 409 while an alias points at it."""
-        body = _validate(StatusChange, await _read_body(request, 64 * 1024))
+        body = _validate(StatusChange, await read_body(request, 64 * 1024))
         result = await run(store.set_status, name, version, body.status, body.reason)
-        return _json(200, _dump(result))
+        return json_response(200, _dump(result))
 
     # -- aliases --------------------------------------------------------------------------
 
     @api.put("/models/{name}/aliases/{alias}", summary="Move an alias")
     async def put_alias(name: str, alias: str, request: Request) -> Response:
         """Point ``alias`` at a version (audited, announced on model.alias.changed)."""
-        move = _validate(AliasMove, await _read_body(request, 64 * 1024))
+        move = _validate(AliasMove, await read_body(request, 64 * 1024))
         state = await run(
             store.move_alias,
             name,
@@ -378,7 +357,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             reason=move.reason,
             actor=_actor(request),
         )
-        return _json(200, _dump(state))
+        return json_response(200, _dump(state))
 
     @api.delete("/models/{name}/aliases/{alias}", summary="Remove an alias", status_code=204)
     async def delete_alias(name: str, alias: str, request: Request, reason: str = "") -> Response:
@@ -389,43 +368,43 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     @api.post("/models/{name}/rollback", summary="Production back to its previous version")
     async def rollback(name: str, request: Request) -> Response:
         """409 ``no_previous_version`` when production has nothing to go back to."""
-        body = _validate(ReasonBody, await _read_body(request, 64 * 1024))
+        body = _validate(ReasonBody, await read_body(request, 64 * 1024))
         state = await run(store.rollback, name, reason=body.reason, actor=_actor(request))
-        return _json(200, _dump(state))
+        return json_response(200, _dump(state))
 
     @api.get("/models/{name}/history", summary="Alias audit log, newest first")
     async def history(name: str) -> Response:
         """Every alias change of a model."""
-        return _json(200, [_dump(e) for e in await run(store.history, name)])
+        return json_response(200, [_dump(e) for e in await run(store.history, name)])
 
     app.include_router(api)
 
     # -- errors ---------------------------------------------------------------------------
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return _json(exc.status, {"detail": exc.detail, "code": exc.code}, exc.headers)
+    install_api_errors(app)
 
     @app.exception_handler(RegistryProblem)
     async def _problem(_: Request, exc: RegistryProblem) -> Response:
-        return _json(exc.status, {"detail": exc.detail, "code": exc.code})
+        return json_response(exc.status, {"detail": exc.detail, "code": exc.code})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        return _json(422, {"detail": detail, "code": "invalid_request"})
+        return json_response(422, {"detail": detail, "code": "invalid_request"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _json(exc.status_code, {"detail": str(exc.detail), "code": code}, exc.headers)
+        return json_response(
+            exc.status_code, {"detail": str(exc.detail), "code": code}, exc.headers
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> Response:
         log.warning("database unavailable", extra={"error": str(exc.orig)})
-        return _json(
+        return json_response(
             503,
             {"detail": "the database is unavailable, retry", "code": "database_unavailable"},
             {"Retry-After": "1"},
@@ -437,8 +416,6 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
 def main() -> None:
     """Run the registry (``python -m flywheel_registry``)."""
-    import uvicorn
-
     settings = RegistrySettings()
     setup_logging("registry", settings.log_level, json=settings.log_json)
     try:
@@ -447,14 +424,7 @@ def main() -> None:
         log.critical(str(exc))
         print(f"flywheel-registry: {exc}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="asyncio",
-        log_config=None,
-        timeout_graceful_shutdown=20,
-    )
+    serve(app, settings)
 
 
 def migrate_main() -> None:

@@ -7,7 +7,7 @@ import logging
 
 from fastapi import FastAPI
 
-from flywheel_shared.http import RequestMetrics, ops_router
+from flywheel_shared.http import RequestMetrics, ops_router, serve
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import RegistryClient
@@ -103,15 +103,6 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
 def main() -> None:
     """Run the trainer service (``python -m flywheel_trainer``)."""
-    import uvicorn
-
     settings = TrainerSettings()
     setup_logging("trainer", settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="asyncio",
-        log_config=None,
-        timeout_graceful_shutdown=20,
-    )
+    serve(create_app(settings), settings)
