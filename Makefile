@@ -29,10 +29,13 @@ ingest: install ## Run the ingest service in the foreground (needs Kafka)
 registry: install ## Run the registry in the foreground on :8100 (needs Kafka; SQLite in .flywheel/)
 	$(RUN) python -m flywheel_registry
 
+serving: install ## Run serving (BentoML) in the foreground on :8000 (needs the registry; Kafka for events)
+	$(RUN) python -m flywheel_serving
+
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src examples/fraud/src
+	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src examples/fraud/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m integration
@@ -57,4 +60,4 @@ bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
 
-.PHONY: help install up kafka kafka-stop ingest registry test unit lint fmt schemas bench clean
+.PHONY: help install up kafka kafka-stop ingest registry serving test unit lint fmt schemas bench clean

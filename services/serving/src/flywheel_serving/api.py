@@ -1,0 +1,241 @@
+"""HTTP transports over the data plane: Open Inference Protocol v2 REST and a plain JSON route.
+
+A small Starlette app, mounted into the BentoML service (``bentoml.asgi_app``); BentoML
+keeps ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics``. Every answer carries the
+request id (``x-request-id``, generated when the client sent none) and the version that
+answered (``x-flywheel-model-version`` and in the body).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+from uuid import uuid4
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .domain.oip import ProtocolError, decode_request, model_metadata, output_tensors
+from .models import Deployment, LoadedModel
+from .plane import Answer, DataPlane, InferenceError
+
+SERVER_NAME = "flywheel-serving"
+SERVER_VERSION = "0.1.0"
+_PID = str(os.getpid())
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class RuntimeView(Protocol):
+    """What the transports need from the worker's runtime."""
+
+    plane: DataPlane
+
+    def ready(self) -> bool:
+        """Ready to serve."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Worker status (models, links, log)."""
+        ...
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _answer_headers(answer: Answer) -> dict[str, str]:
+    return {
+        "x-request-id": answer.request_id,
+        "x-flywheel-model-version": str(answer.version),
+        "x-flywheel-route": answer.route,
+        "x-flywheel-worker": _PID,
+    }
+
+
+def create_app(
+    runtime: Callable[[], RuntimeView | None], *, max_body_bytes: int = 8 * 1024 * 1024
+) -> Starlette:
+    """The transports' ASGI app; ``runtime()`` returns this worker's runtime (None: starting)."""
+
+    def current() -> RuntimeView:
+        rt = runtime()
+        if rt is None:
+            raise InferenceError(503, "starting", "the service is starting, retry")
+        return rt
+
+    async def body_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InferenceError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+
+    def errors(handler: Endpoint, *, detailed: bool) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (InferenceError, ProtocolError) as exc:
+                status = exc.status
+                message = exc.message if isinstance(exc, InferenceError) else str(exc)
+                body: dict[str, Any] = {"error": message}
+                if detailed and isinstance(exc, InferenceError):
+                    body["code"] = exc.reason
+                    if exc.errors:
+                        body["errors"] = exc.errors
+                rid = request.headers.get("x-request-id")
+                return _json(status, body, {"x-request-id": rid} if rid else None)
+
+        return wrapped
+
+    def version_of(request: Request) -> int | None:
+        raw = request.path_params.get("version")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ProtocolError(f"version must be an integer, got {raw!r}", 404) from None
+
+    def model_for(request: Request) -> tuple[LoadedModel, Deployment]:
+        name = request.path_params["name"]
+        dep = current().plane.deployment(name)
+        version = version_of(request)
+        if version is not None:
+            found = dep.by_version(version)
+            if found is None:
+                raise InferenceError(
+                    404, "unknown_version", f"version {version} of '{name}' is not loaded here"
+                )
+            return found[0], dep
+        if dep.production is None:
+            raise InferenceError(503, "no_production", f"'{name}' has no production version")
+        return dep.production, dep
+
+    # -- Open Inference Protocol v2 ------------------------------------------------------
+
+    async def server_metadata(_: Request) -> Response:
+        return _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+    async def live(_: Request) -> Response:
+        return _json(200, {"live": True})
+
+    async def ready(_: Request) -> Response:
+        rt = runtime()
+        ok = rt is not None and rt.ready()
+        return _json(200 if ok else 503, {"ready": ok})
+
+    async def metadata(request: Request) -> Response:
+        model, dep = model_for(request)
+        body = model_metadata(
+            model.name,
+            dep.versions(),
+            model.features,
+            model.field_types,
+            model.outputs(),
+        )
+        return _json(200, body)
+
+    async def model_ready(request: Request) -> Response:
+        try:
+            model, _ = model_for(request)
+        except InferenceError as exc:
+            if exc.status == 404:
+                raise
+            return _json(503, {"name": request.path_params["name"], "ready": False})
+        return _json(200, {"name": model.name, "ready": True})
+
+    async def infer(request: Request) -> Response:
+        plane = current().plane
+        name = request.path_params["name"]
+        payload = await body_json(request)
+        header_id = request.headers.get("x-request-id")
+        body_id = payload.get("id") if isinstance(payload, dict) else None
+        rid = header_id or (str(body_id) if body_id is not None else None) or uuid4().hex
+        picked = plane.pick(
+            name, request.headers.get("x-flywheel-routing-key") or rid, version_of(request)
+        )
+        model = picked[0]
+        decoded = decode_request(
+            payload, model.features, model.field_types, [model.id_field] if model.id_field else ()
+        )
+        answer = await plane.predict(
+            name, decoded.records, request_id=rid, picked=picked, protocol="oip"
+        )
+        body = {
+            "model_name": name,
+            "model_version": str(answer.version),
+            "id": rid,
+            "parameters": {"route": answer.route, "prediction_ids": answer.prediction_ids},
+            "outputs": output_tensors(answer.outputs, decoded.outputs),
+        }
+        return _json(200, body, _answer_headers(answer))
+
+    # -- plain JSON ----------------------------------------------------------------------
+
+    async def predict(request: Request) -> Response:
+        plane = current().plane
+        payload = await body_json(request)
+        records = payload.get("records") if isinstance(payload, dict) else None
+        if not isinstance(records, list):
+            raise InferenceError(400, "not_records", 'body must be {"records": [{...}, ...]}')
+        rid = request.headers.get("x-request-id") or uuid4().hex
+        answer = await plane.predict(
+            request.path_params["name"],
+            records,
+            request_id=rid,
+            routing_key=request.headers.get("x-flywheel-routing-key"),
+            version=version_of(request),
+        )
+        body = {
+            "model": answer.model,
+            "version": answer.version,
+            "route": answer.route,
+            "request_id": rid,
+            "predictions": [
+                {"prediction_id": pid, **out}
+                for pid, out in zip(answer.prediction_ids, answer.outputs, strict=True)
+            ],
+        }
+        return _json(200, body, _answer_headers(answer))
+
+    async def status(_: Request) -> Response:
+        rt = runtime()
+        body = rt.status() if rt is not None else {"ready": False, "starting": True}
+        return _json(200, {**body, "worker": int(_PID)}, {"x-flywheel-worker": _PID})
+
+    v2 = {"detailed": False}
+    v1 = {"detailed": True}
+    routes = [
+        Route("/v2", errors(server_metadata, **v2), methods=["GET"]),
+        Route("/v2/health/live", errors(live, **v2), methods=["GET"]),
+        Route("/v2/health/ready", errors(ready, **v2), methods=["GET"]),
+        Route("/v2/models/{name}", errors(metadata, **v2), methods=["GET"]),
+        Route("/v2/models/{name}/ready", errors(model_ready, **v2), methods=["GET"]),
+        Route("/v2/models/{name}/infer", errors(infer, **v2), methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", errors(metadata, **v2), methods=["GET"]),
+        Route(
+            "/v2/models/{name}/versions/{version}/ready",
+            errors(model_ready, **v2),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{name}/versions/{version}/infer", errors(infer, **v2), methods=["POST"]),
+        Route("/v1/models/{name}/predict", errors(predict, **v1), methods=["POST"]),
+        Route(
+            "/v1/models/{name}/versions/{version}/predict",
+            errors(predict, **v1),
+            methods=["POST"],
+        ),
+        Route("/v1/status", errors(status, **v1), methods=["GET"]),
+    ]
+    return Starlette(routes=routes)

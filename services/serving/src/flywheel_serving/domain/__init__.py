@@ -1,0 +1,1 @@
+"""Plain-Python serving logic: traffic split, Open Inference Protocol codec, outputs."""

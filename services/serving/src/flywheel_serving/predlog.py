@@ -1,0 +1,162 @@
+"""The prediction log: every prediction goes to ``predictions`` in batches, off the request path.
+
+``offer`` only appends to a bounded in-memory buffer and never waits; a background task
+sends what is buffered as :class:`PredictionsLogged` events (one per model, up to
+``batch`` predictions each). When Kafka is slow or away the buffer fills up and further
+predictions are dropped, counted in ``flywheel_serving_log_dropped_total`` and reported in
+the log; requests are never slowed down or failed by logging. A batch whose send failed is
+retried with the same ``event_id``, so a consumer that dedupes on it sees it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from flywheel_shared.events import Prediction, PredictionsLogged
+
+from .metrics import LOG_BUFFER, LOG_DROPPED, LOG_SEND_FAILURES, LOG_SENT
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the log needs from the Kafka producer."""
+
+    started: bool
+
+    async def publish_all(self, events: Sequence[PredictionsLogged]) -> None:
+        """Send events and wait for every acknowledgement."""
+        ...
+
+
+class PredictionLog:
+    """Bounded buffer of predictions and the task that ships them to Kafka."""
+
+    def __init__(
+        self,
+        producer: Publisher,
+        *,
+        capacity: int,
+        batch: int,
+        flush_s: float,
+        send_timeout_s: float = 30.0,
+        max_backoff_s: float = 5.0,
+        drop_report_s: float = 5.0,
+    ) -> None:
+        self.producer = producer
+        self.capacity = capacity
+        self.batch = batch
+        self.flush_s = flush_s
+        self.send_timeout_s = send_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.drop_report_s = drop_report_s
+        self._buffer: deque[tuple[str, Prediction]] = deque()
+        self._in_flight: list[PredictionsLogged] = []
+        self._in_flight_count = 0
+        self._wake = asyncio.Event()
+        self.dropped = 0
+        self.sent = 0
+        self._dropped_reported = 0
+        self._last_report = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Predictions buffered or being sent."""
+        return len(self._buffer) + self._in_flight_count
+
+    def offer(self, model: str, predictions: Sequence[Prediction]) -> None:
+        """Queue predictions for Kafka; drop (and count) what does not fit. Never blocks."""
+        room = self.capacity - self.depth
+        if room >= len(predictions):
+            self._buffer.extend((model, p) for p in predictions)
+        else:
+            keep = max(room, 0)
+            self._buffer.extend((model, p) for p in predictions[:keep])
+            lost = len(predictions) - keep
+            self.dropped += lost
+            LOG_DROPPED.inc(lost)
+            self._report_drops()
+        LOG_BUFFER.set(self.depth)
+        if len(self._buffer) >= self.batch:
+            self._wake.set()
+
+    def _report_drops(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= self.drop_report_s:
+            log.warning(
+                "prediction log buffer full, predictions dropped",
+                extra={
+                    "dropped": self.dropped - self._dropped_reported,
+                    "dropped_total": self.dropped,
+                    "capacity": self.capacity,
+                },
+            )
+            self._dropped_reported = self.dropped
+            self._last_report = now
+
+    def _cut(self) -> list[PredictionsLogged]:
+        by_model: dict[str, list[Prediction]] = {}
+        for _ in range(min(len(self._buffer), self.batch * 4)):
+            model, pred = self._buffer.popleft()
+            by_model.setdefault(model, []).append(pred)
+        events = []
+        for model, preds in by_model.items():
+            for i in range(0, len(preds), self.batch):
+                events.append(PredictionsLogged(model=model, predictions=preds[i : i + self.batch]))
+        return events
+
+    async def run(self) -> None:
+        """Ship the buffer for the life of the service."""
+        backoff = 0.1
+        while True:
+            if not self._in_flight:
+                if len(self._buffer) < self.batch:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.flush_s)
+                    except TimeoutError:
+                        pass
+                self._wake.clear()
+                if not self._buffer:
+                    continue
+                self._in_flight = self._cut()
+                self._in_flight_count = sum(len(e.predictions) for e in self._in_flight)
+            if await self._send():
+                backoff = 0.1
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _send(self) -> bool:
+        if not self.producer.started:
+            return False
+        try:
+            await asyncio.wait_for(self.producer.publish_all(self._in_flight), self.send_timeout_s)
+        except Exception as exc:  # Kafka away: keep the batch, retry, let the buffer absorb
+            LOG_SEND_FAILURES.inc()
+            log.warning(
+                "cannot send predictions, retrying",
+                extra={"error": f"{type(exc).__name__}: {exc}", "pending": self.depth},
+            )
+            return False
+        self.sent += self._in_flight_count
+        LOG_SENT.inc(self._in_flight_count)
+        self._in_flight, self._in_flight_count = [], 0
+        LOG_BUFFER.set(self.depth)
+        return True
+
+    async def flush(self, timeout: float) -> None:
+        """Send what is buffered (at shutdown), giving up after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (self._in_flight or self._buffer) and time.monotonic() < deadline:
+            if not self._in_flight:
+                self._in_flight = self._cut()
+                self._in_flight_count = sum(len(e.predictions) for e in self._in_flight)
+            if not await self._send():
+                await asyncio.sleep(0.2)
+        if self.depth:
+            log.warning("predictions not logged at shutdown", extra={"lost": self.depth})

@@ -1,0 +1,141 @@
+"""Helpers of the serving tests: fraud models, a registry holding them, a serving process."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flywheel_fraud import recipes
+from flywheel_fraud.simulator import FraudSimulator
+from flywheel_shared.devkafka import pick_free_port
+from flywheel_shared.modelio import dump_model
+from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
+from flywheel_shared.spec import ModelSpec, load_spec
+from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.topics import TopicNamer
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKEN = "test-token"
+
+
+def fraud_spec(name: str = "fraud") -> ModelSpec:
+    """The example fraud spec under another name."""
+    spec = load_spec(ROOT / "examples" / "fraud" / "flywheel.yaml")
+    return spec.model_copy(update={"name": name})
+
+
+def records(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` request records: the model's features plus the transaction id."""
+    spec = fraud_spec()
+    keep = [*spec.features, spec.dataset.id_field]
+    return [{k: r[k] for k in keep} for r in FraudSimulator(seed=seed).batch(n)]
+
+
+@lru_cache(maxsize=8)
+def trained(c: float = 1.0) -> bytes:
+    """A skops logistic-regression fraud model (``c`` varies it between versions)."""
+    spec = fraud_spec()
+    frame = pd.DataFrame(FraudSimulator(seed=3, fraud_rate=0.05).batch(3000))
+    params = {"label": "is_fraud", "features": list(spec.features), "seed": 42, "C": c}
+    return dump_model(recipes.logistic_regression(frame, params))
+
+
+async def register(
+    reg: RegistryClient,
+    model: str,
+    data: bytes,
+    *,
+    alias: str | None = None,
+    weight: float | None = None,
+) -> int:
+    """Upload ``data`` and register it as a new version; optionally point an alias at it."""
+    spec = fraud_spec(model)
+    art = await reg.upload_artifact(data)
+    body = VersionCreate(
+        run_id=uuid.uuid4().hex,
+        status="candidate",
+        artifact_sha256=art.sha256,
+        lineage=Lineage(
+            dataset="transactions",
+            snapshot_id="0" * 64,
+            snapshot_rows=3000,
+            code_version="test",
+            recipe=spec.recipe.entrypoint,
+            recipe_sha256=hashlib.sha256(b"recipe").hexdigest(),
+            params={"features": list(spec.features)},
+            seed=42,
+        ),
+        training_seconds=1.0,
+        correlation_id=str(uuid.uuid4()),
+    )
+    version = (await reg.register_version(model, body)).version
+    if alias is not None:
+        await reg.move_alias(model, alias, version, weight=weight)  # type: ignore[arg-type]
+    return version
+
+
+class Registry:
+    """A real registry process on its own topic prefix and store."""
+
+    def __init__(self, bootstrap: str, tmp: Path) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = f"s{uuid.uuid4().hex[:8]}"
+        self.topics = TopicNamer(self.prefix)
+        port = pick_free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.kafka_env = {
+            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
+            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
+            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
+        self.proc = ServiceProcess(
+            "flywheel_registry",
+            {
+                **self.kafka_env,
+                "FLYWHEEL_STORAGE_URI": str(tmp / "store"),
+                "FLYWHEEL_REGISTRY_PORT": str(port),
+                "FLYWHEEL_REGISTRY_TOKEN": TOKEN,
+                "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
+                "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1",
+            },
+            port,
+            tmp / "registry.log",
+        )
+
+    def client(self) -> RegistryClient:
+        """A client with write access."""
+        return RegistryClient(self.url, TOKEN)
+
+    def serving(self, tmp: Path, *, workers: int = 2, **env: str) -> ServiceProcess:
+        """A serving process (not started) reading this registry."""
+        port = pick_free_port()
+        return ServiceProcess(
+            "flywheel_serving",
+            {
+                **self.kafka_env,
+                "BENTOML_DO_NOT_TRACK": "true",
+                "BENTOML_HOME": str(tmp / "bentoml"),
+                "FLYWHEEL_SERVING_PORT": str(port),
+                "FLYWHEEL_SERVING_REGISTRY_URL": self.url,
+                "FLYWHEEL_SERVING_MODELS": "fraud",
+                "FLYWHEEL_SERVING_WORKERS": str(workers),
+                "FLYWHEEL_SERVING_LOG_FLUSH_S": "0.05",
+                **env,
+            },
+            port,
+            tmp / f"serving-{port}.log",
+        )
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (every label set) in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -1,0 +1,397 @@
+"""Serving as a real BentoML process, with a real registry process and a real Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+from serving_support import Registry, fraud_spec, metric_sum, records, register, trained
+
+from flywheel_serving.domain.routing import bucket
+from flywheel_shared.events import Event, ModelAliasChanged, PredictionsLogged
+from flywheel_shared.testing.kafka import BrokerHandle
+from flywheel_shared.testing.kafka_io import read_events
+from flywheel_shared.testing.procs import ServiceProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WORKERS = 2
+
+
+@dataclass
+class Env:
+    """The module's registry and serving processes, and what the tests did to them."""
+
+    registry: Registry
+    serving: ServiceProcess
+    versions: dict[str, int]
+    answered: Counter[str] = field(default_factory=Counter)
+    """Predictions answered (2xx) per request id: each must be logged once."""
+
+
+@pytest.fixture(scope="module")
+def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("serving")
+    registry = Registry(kafka_bootstrap, tmp)
+    registry.proc.start()
+
+    async def seed() -> dict[str, int]:
+        async with registry.client() as reg:
+            await reg.put_spec(fraud_spec())
+            return {
+                "v1": await register(reg, "fraud", trained(1.0), alias="production"),
+                "v2": await register(reg, "fraud", trained(0.01)),
+                "v3": await register(reg, "fraud", trained(0.1)),
+            }
+
+    versions = asyncio.run(seed())
+    # A small prediction-log buffer, so that the Kafka-outage test can overflow it.
+    serving = registry.serving(tmp, workers=WORKERS, FLYWHEEL_SERVING_LOG_CAPACITY="1000")
+    serving.start(ready_timeout=120)
+    yield Env(registry, serving, versions)
+    serving.stop()
+    registry.proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # A new connection per request spreads requests over the worker processes.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        yield s
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, body: Any, request_id: str | None = None
+) -> tuple[int, CIMultiDict[str], Any]:
+    headers = {"x-request-id": request_id} if request_id else {}
+    async with http.post(url, json=body, headers=headers) as resp:
+        return resp.status, CIMultiDict(resp.headers), await resp.json()
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def worker_states(env: Env, http: aiohttp.ClientSession) -> dict[int, dict[str, Any]]:
+    """/v1/status of every worker (asked until each answered once)."""
+    seen: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 20
+    while len(seen) < WORKERS:
+        assert time.monotonic() < deadline, f"only saw workers {sorted(seen)}"
+        _, body = await get(http, env.serving.url + "/v1/status")
+        seen[body["worker"]] = body["models"]["fraud"]
+    return seen
+
+
+async def converge(env: Env, http: aiohttp.ClientSession, **want: Any) -> None:
+    """Wait until every worker serves the aliases in ``want``."""
+    deadline = time.monotonic() + 20
+    while True:
+        states = await worker_states(env, http)
+        if all(all(s[k] == v for k, v in want.items()) for s in states.values()):
+            return
+        assert time.monotonic() < deadline, f"workers did not converge to {want}: {states}"
+        await asyncio.sleep(0.1)
+
+
+def one(env: Env, request_id: str | None = None) -> dict[str, Any]:
+    return {"records": records(1, seed=hash(request_id or "x") % 1000)}
+
+
+# -- protocol --------------------------------------------------------------------------------
+
+
+async def test_oip_v2_and_json_routes_answer_with_the_production_version(
+    env: Env, http: aiohttp.ClientSession
+) -> None:
+    url, v1 = env.serving.url, env.versions["v1"]
+    assert await get(http, url + "/v2/health/live") == (200, {"live": True})
+    assert await get(http, url + "/v2/health/ready") == (200, {"ready": True})
+    status, meta = await get(http, url + "/v2/models/fraud")
+    assert status == 200 and meta["name"] == "fraud" and str(v1) in meta["versions"]
+    assert [i["name"] for i in meta["inputs"]] == list(fraud_spec().features)
+    assert {o["name"] for o in meta["outputs"]} == {"label", "score"}
+    assert await get(http, url + "/v2/models/fraud/ready") == (
+        200,
+        {"name": "fraud", "ready": True},
+    )
+
+    recs = records(3)
+    features = list(fraud_spec().features)
+    named = {
+        "id": "oip-1",
+        "inputs": [
+            {
+                "name": f,
+                "shape": [3],
+                "datatype": {"merchant_category": "BYTES", "card_present": "BOOL"}.get(
+                    f, "BOOL" if f == "foreign" else "FP64"
+                ),
+                "data": [r[f] for r in recs],
+            }
+            for f in features
+        ],
+    }
+    status, headers, body = await post(http, url + "/v2/models/fraud/infer", named)
+    assert status == 200, body
+    assert body["model_name"] == "fraud" and body["model_version"] == str(v1)
+    assert body["id"] == "oip-1" and headers.get("x-request-id") == "oip-1", headers
+    assert headers["x-flywheel-model-version"] == str(v1)
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["score"]["shape"] == [3] and outputs["score"]["datatype"] == "FP64"
+    assert all(0 <= s <= 1 for s in outputs["score"]["data"])
+    env.answered["oip-1"] += 3
+
+    matrix = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [3, len(features)],
+                "datatype": "BYTES",
+                "data": [[r[f] for f in features] for r in recs],
+            }
+        ],
+        "outputs": [{"name": "score"}],
+    }
+    status, headers, body2 = await post(
+        http, url + f"/v2/models/fraud/versions/{v1}/infer", matrix, "oip-2"
+    )
+    assert status == 200, body2
+    assert [o["name"] for o in body2["outputs"]] == ["score"]
+    assert body2["outputs"][0]["data"] == pytest.approx(outputs["score"]["data"])
+    env.answered["oip-2"] += 3
+
+    status, headers, body3 = await post(http, url + "/v1/models/fraud/predict", {"records": recs})
+    assert status == 200, body3
+    assert body3["version"] == v1 and headers["x-flywheel-model-version"] == str(v1)
+    assert body3["route"] == "production" and len(body3["predictions"]) == 3
+    assert body3["request_id"] == headers["x-request-id"] and len(headers["x-request-id"]) >= 16
+    assert [p["score"] for p in body3["predictions"]] == pytest.approx(outputs["score"]["data"])
+    env.answered[body3["request_id"]] += 3
+
+    # Inputs are checked against the dataset contract; the error names the field.
+    bad = [{**recs[0], "amount": -5}]
+    status, _, err = await post(http, url + "/v1/models/fraud/predict", {"records": bad})
+    assert status == 422 and "'amount'" in err["error"] and "minimum" in err["error"], err
+    assert err["errors"][0]["field"] == "amount"
+    missing = {"inputs": [i for i in named["inputs"] if i["name"] != "hour"]}
+    status, _, err = await post(http, url + "/v2/models/fraud/infer", missing)
+    assert status == 422 and "'hour'" in err["error"] and set(err) == {"error"}, err
+    status, _, err = await post(http, url + "/v2/models/fraud/infer", {"inputs": "nope"})
+    assert status == 400 and set(err) == {"error"}
+    status, _, err = await post(http, url + "/v2/models/nope/infer", named)
+    assert status == 404 and "nope" in err["error"]
+    status, _, err = await post(http, url + "/v2/models/fraud/versions/999/infer", named)
+    assert status == 404 and "999" in err["error"]
+
+
+# -- hot swap ------------------------------------------------------------------------------
+
+
+async def test_moving_production_under_load_fails_nothing_and_reaches_every_worker_in_2s(
+    env: Env, http: aiohttp.ClientSession
+) -> None:
+    url, v1, v2 = env.serving.url, env.versions["v1"], env.versions["v2"]
+    results: list[tuple[float, int, str, int | None]] = []  # sent at, status, worker, version
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            rid = uuid.uuid4().hex
+            sent = time.time()
+            status, headers, body = await post(
+                http, url + "/v1/models/fraud/predict", one(env, rid), rid
+            )
+            version = body.get("version") if status == 200 else None
+            results.append((sent, status, headers.get("x-flywheel-worker", "?"), version))
+            if status == 200:
+                env.answered[rid] += 1
+
+    tasks = [asyncio.create_task(load()) for _ in range(8)]
+    try:
+        await asyncio.sleep(1.0)  # load running before the move
+        async with env.registry.client() as reg:
+            await reg.move_alias("fraud", "production", v2, reason="test: promote v2")
+        [moved] = [
+            e
+            for e in await read_events(
+                env.registry.bootstrap,
+                env.registry.topics("model.alias.changed"),
+                until=lambda ev: any(getattr(e, "version", None) == v2 for e in ev),
+                timeout=20,
+            )
+            if isinstance(e, ModelAliasChanged) and e.version == v2
+        ]
+        at = moved.occurred_at.timestamp()
+        await asyncio.sleep(max(0.0, at + 4 - time.time()))  # keep the load on 4 s past it
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    assert results and all(s == 200 for _, s, _, _ in results), Counter(s for _, s, _, _ in results)
+    before = {v for t, _, _, v in results if t < at - 0.5}  # (requests in flight may see v2)
+    assert before == {v1}, before
+    late = [(w, v) for t, _, w, v in results if t > at + 2.0]
+    assert {w for w, _ in late} and all(v == v2 for _, v in late), Counter(late)
+    assert len({w for w, _ in late}) == WORKERS, "every worker should have answered after 2 s"
+    first_new = {w: min(t for t, _, ww, v in results if ww == w and v == v2) for w, _ in late}
+    print(f"\nv{v2} first answered {[f'{t - at:.2f}s' for t in first_new.values()]} after event")
+    env.versions["production"] = v2
+
+
+# -- canary and shadow ---------------------------------------------------------------------
+
+
+async def test_canary_gets_its_weight_sticky_by_request_id(
+    env: Env, http: aiohttp.ClientSession
+) -> None:
+    url, v3 = env.serving.url, env.versions["v3"]
+    prod = env.versions.get("production", env.versions["v1"])
+    async with env.registry.client() as reg:
+        await reg.move_alias("fraud", "canary", v3, weight=0.2, reason="test canary")
+    await converge(env, http, canary=v3, canary_weight=0.2)
+
+    async def run(ids: list[str]) -> dict[str, int]:
+        sem = asyncio.Semaphore(32)
+
+        async def call(rid: str) -> tuple[str, int]:
+            async with sem:
+                status, _, body = await post(
+                    http, url + "/v1/models/fraud/predict", one(env, rid), rid
+                )
+                assert status == 200, body
+                env.answered[rid] += 1
+                return rid, body["version"]
+
+        return dict(await asyncio.gather(*(call(r) for r in ids)))
+
+    ids = [uuid.uuid4().hex for _ in range(2000)]
+    got = await run(ids)
+    share = sum(v == v3 for v in got.values()) / len(ids)
+    print(f"\ncanary share at weight 0.2: {share:.3f}")
+    assert 0.15 <= share <= 0.25
+    assert set(got.values()) == {prod, v3}
+    assert all((got[r] == v3) == (bucket(r) < 0.2) for r in ids), "routing is the sticky hash"
+    again = await run(ids[:300])
+    assert again == {r: got[r] for r in ids[:300]}
+    async with env.registry.client() as reg:
+        await reg.remove_alias("fraud", "canary", reason="test done")
+    await converge(env, http, canary=None)
+
+
+async def test_shadow_is_mirrored_and_logged_while_clients_see_production(
+    env: Env, http: aiohttp.ClientSession
+) -> None:
+    url, v3 = env.serving.url, env.versions["v3"]
+    prod = env.versions.get("production", env.versions["v1"])
+    async with env.registry.client() as reg:
+        await reg.move_alias("fraud", "shadow", v3, reason="test shadow")
+    await converge(env, http, shadow=v3)
+    ids = [f"shadow-{uuid.uuid4().hex}" for _ in range(100)]
+    for rid in ids:
+        status, headers, body = await post(
+            http, url + "/v1/models/fraud/predict", one(env, rid), rid
+        )
+        assert status == 200 and body["version"] == prod and body["route"] == "production"
+        assert headers["x-flywheel-model-version"] == str(prod)
+        env.answered[rid] += 1
+
+    def mirrored(events: list[Event]) -> set[str]:
+        return {
+            p.request_id
+            for e in events
+            if isinstance(e, PredictionsLogged)
+            for p in e.predictions
+            if p.route == "shadow" and p.version == v3
+        }
+
+    events = await read_events(
+        env.registry.bootstrap,
+        env.registry.topics("predictions"),
+        until=lambda ev: mirrored(ev) >= set(ids),
+        timeout=30,
+    )
+    shadow_preds = [
+        p
+        for e in events
+        if isinstance(e, PredictionsLogged)
+        for p in e.predictions
+        if p.route == "shadow" and p.request_id in ids
+    ]
+    assert all(p.version == v3 and 0 <= p.output["score"] <= 1 for p in shadow_preds)
+    async with env.registry.client() as reg:
+        await reg.remove_alias("fraud", "shadow", reason="test done")
+    await converge(env, http, shadow=None)
+
+
+# -- prediction log ------------------------------------------------------------------------
+
+
+async def test_every_answered_request_is_logged_once(env: Env) -> None:
+    assert len(env.answered) > 2000
+    # A request of n records is n predictions; the canary test repeats 300 request ids.
+
+    def logged(events: list[Event]) -> Counter[str]:
+        unique = {e.event_id: e for e in events if isinstance(e, PredictionsLogged)}
+        return Counter(
+            p.request_id
+            for e in unique.values()
+            for p in e.predictions
+            if p.route != "shadow" and p.prediction_id
+        )
+
+    events = await read_events(
+        env.registry.bootstrap,
+        env.registry.topics("predictions"),
+        until=lambda ev: set(logged(ev)) >= set(env.answered),
+        timeout=60,
+    )
+    counts = logged(events)
+    wrong = [(r, n, counts[r]) for r, n in env.answered.items() if counts[r] != n]
+    assert not wrong, wrong[:5]
+    sample = next(
+        p
+        for e in events
+        if isinstance(e, PredictionsLogged)
+        for p in e.predictions
+        if p.request_id in env.answered and not p.request_id.startswith("oip-")
+    )
+    assert (
+        sample.record_id
+        and sample.latency_ms > 0
+        and set(sample.features) == set(fraud_spec().features)
+    )
+
+
+async def test_with_kafka_stopped_predictions_succeed_and_drops_are_counted(
+    env: Env, http: aiohttp.ClientSession, kafka_broker: BrokerHandle
+) -> None:
+    if kafka_broker.local is None:
+        pytest.skip("needs the restartable local broker")
+    url = env.serving.url
+    big = {"records": records(100)}
+    await asyncio.to_thread(kafka_broker.local.stop)
+    try:
+        for i in range(40):  # 4,000 predictions against 2 x 1,000 of buffer
+            status, _, body = await post(http, url + "/v1/models/fraud/predict", big, f"k{i}")
+            assert status == 200, body
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(url + "/metrics") as resp:
+                text = await resp.text()
+            if metric_sum(text, "flywheel_serving_log_dropped_total") > 0:
+                break
+            assert time.monotonic() < deadline, "drops were not counted"
+            await asyncio.sleep(0.2)
+        assert metric_sum(text, "flywheel_serving_log_buffer_depth") > 0
+        assert "prediction log buffer full" in env.serving.tail(400)
+    finally:
+        await asyncio.to_thread(kafka_broker.local.start)

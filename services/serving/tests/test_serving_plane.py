@@ -1,0 +1,294 @@
+"""Unit tests of the model manager, data plane, prediction log and HTTP transports (fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from serving_support import fraud_spec, records, trained
+
+from flywheel_serving.api import create_app
+from flywheel_serving.models import ModelManager
+from flywheel_serving.plane import DataPlane, InferenceError
+from flywheel_serving.predlog import PredictionLog
+from flywheel_shared.events import Prediction, PredictionsLogged
+from flywheel_shared.registry import (
+    AliasState,
+    Lineage,
+    ModelInfo,
+    ModelVersion,
+    RegistryError,
+    RegistryUnavailable,
+)
+from flywheel_shared.spec import ModelSpec
+
+NOW = datetime.now(UTC)
+
+
+class FakeRegistry:
+    """Models, versions and artifacts in memory; ``down`` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.spec = fraud_spec()
+        self.artifacts: dict[str, bytes] = {}
+        self.versions: dict[int, ModelVersion] = {}
+        self.aliases: dict[str, AliasState] = {}
+        self.down = False
+        self.downloads = 0
+
+    def add(self, data: bytes) -> int:
+        sha = hashlib.sha256(data).hexdigest()
+        self.artifacts[sha] = data
+        v = len(self.versions) + 1
+        self.versions[v] = ModelVersion(
+            model="fraud",
+            version=v,
+            run_id=f"r{v}",
+            status="candidate",
+            artifact_sha256=sha,
+            artifact_uri=f"mem://{sha}",
+            artifact_format="skops",
+            lineage=Lineage(
+                dataset="transactions",
+                snapshot_id="s",
+                snapshot_rows=1,
+                code_version="t",
+                recipe="m:f",
+                recipe_sha256="x",
+                params={"features": list(self.spec.features)},
+                seed=1,
+            ),
+            training_seconds=1,
+            correlation_id="c",
+            created_at=NOW,
+        )
+        return v
+
+    def point(self, alias: str, version: int | None, weight: float | None = None) -> None:
+        if version is None:
+            self.aliases.pop(alias, None)
+        else:
+            self.aliases[alias] = AliasState(
+                alias=alias,  # type: ignore[arg-type]
+                version=version,
+                weight=weight,
+                updated_at=NOW,
+            )
+
+    def _check(self) -> None:
+        if self.down:
+            raise RegistryUnavailable(0, "unreachable", "down")
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [await self.get_model("fraud")]
+
+    async def get_model(self, name: str) -> ModelInfo:
+        self._check()
+        if name != "fraud":
+            raise RegistryError(404, "not_found", name)
+        return ModelInfo(name=name, spec_sha256="s1", aliases=dict(self.aliases), spec=self.spec)
+
+    async def get_spec(self, name: str) -> ModelSpec:
+        return self.spec
+
+    async def get_version(self, model: str, version: int) -> ModelVersion:
+        self._check()
+        return self.versions[version]
+
+    async def download_artifact(self, sha256: str) -> bytes:
+        self._check()
+        self.downloads += 1
+        return self.artifacts[sha256]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Prediction]] = []
+
+    def offer(self, model: str, predictions: Sequence[Prediction]) -> None:
+        self.items.extend((model, p) for p in predictions)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    reg = FakeRegistry()
+    reg.add(trained(1.0))
+    reg.add(trained(0.01))
+    reg.point("production", 1)
+    return reg
+
+
+async def test_sync_loads_aliases_and_swaps_in_one_step_releasing_the_old(
+    registry: FakeRegistry,
+) -> None:
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    first = manager.deployments["fraud"]
+    assert manager.synced and first.production and first.production.version == 1
+    registry.point("production", 2)
+    registry.point("shadow", 1)
+    manager.mark("fraud")
+    await manager.sync_pending()
+    second = manager.deployments["fraud"]
+    assert second.summary() == {"production": 2, "canary": None, "shadow": 1, "canary_weight": 0}
+    assert second.shadow is first.production  # already loaded: reused, not downloaded again
+    assert registry.downloads == 2
+    registry.point("shadow", None)
+    manager.mark("fraud")
+    await manager.sync_pending()
+    assert [k[1] for k in manager._cache] == [2]  # v1 released
+    # The registry going away changes nothing that is loaded.
+    registry.down = True
+    manager.mark("fraud")
+    with pytest.raises(RegistryUnavailable):
+        await manager.sync_pending()
+    assert manager.deployments["fraud"].production.version == 2  # type: ignore[union-attr]
+
+
+async def test_unreachable_registry_at_start_means_not_ready_until_it_answers(
+    registry: FakeRegistry,
+) -> None:
+    registry.down = True
+    manager = ModelManager(registry, models=["fraud"], retry_max_s=0.05)
+    task = asyncio.create_task(manager.run())
+    await asyncio.sleep(0.2)
+    assert not manager.synced and "down" in (manager.last_error or "")
+    registry.down = False
+    for _ in range(100):
+        if manager.synced:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    assert manager.synced and manager.deployments["fraud"].production is not None
+
+
+async def test_plane_routes_validates_logs_and_mirrors(registry: FakeRegistry) -> None:
+    registry.point("canary", 2, weight=0.5)
+    registry.point("shadow", 2)
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    sink = ListSink()
+    plane = DataPlane(manager, sink)
+    answers = [await plane.predict("fraud", records(2), request_id=f"req-{i}") for i in range(40)]
+    routes = {a.route for a in answers}
+    assert routes == {"production", "canary"}
+    assert all((a.version == 2) == (a.route == "canary") for a in answers)
+    again = await plane.predict("fraud", records(1), request_id="req-7")
+    assert again.version == answers[7].version
+    await plane.drain_shadow(2)
+    served = [p for _, p in sink.items if p.route != "shadow"]
+    shadowed = [p for _, p in sink.items if p.route == "shadow"]
+    assert len(served) == 81 and {p.request_id for p in served} >= {"req-0", "req-39"}
+    # The shadow is not mirrored to itself: requests the canary (= shadow version) answered.
+    assert len(shadowed) == 2 * sum(a.route == "production" for a in answers) + (
+        1 if again.route == "production" else 0
+    )
+    assert served[0].record_id and set(served[0].features) == set(fraud_spec().features)
+
+    with pytest.raises(InferenceError) as bad:
+        await plane.predict("fraud", [{**records(1)[0], "hour": 24}], request_id="x")
+    assert bad.value.status == 422 and "'hour'" in bad.value.message
+    with pytest.raises(InferenceError) as unknown:
+        await plane.predict("other", records(1), request_id="x")
+    assert unknown.value.status == 404
+    pinned = await plane.predict("fraud", records(1), request_id="x", version=1)
+    assert pinned.version == 1 and pinned.route == "production"
+
+
+class FlakyProducer:
+    def __init__(self) -> None:
+        self.started = True
+        self.fail = False
+        self.sent: list[PredictionsLogged] = []
+
+    async def publish_all(self, events: Sequence[PredictionsLogged]) -> None:
+        if self.fail:
+            raise ConnectionError("kafka away")
+        self.sent.extend(events)
+
+
+def _pred(i: int) -> Prediction:
+    return Prediction(
+        prediction_id=str(i),
+        request_id=str(i),
+        version=1,
+        route="production",
+        features={"a": i},
+        output={"score": 0.5},
+        latency_ms=1.0,
+        at=NOW,
+    )
+
+
+async def test_prediction_log_batches_and_drops_when_full_without_blocking() -> None:
+    producer = FlakyProducer()
+    plog = PredictionLog(producer, capacity=10, batch=4, flush_s=0.01, max_backoff_s=0.02)
+    task = asyncio.create_task(plog.run())
+    plog.offer("fraud", [_pred(i) for i in range(6)])
+    for _ in range(100):
+        if plog.sent == 6:
+            break
+        await asyncio.sleep(0.01)
+    assert plog.sent == 6 and [len(e.predictions) for e in producer.sent] == [4, 2]
+    producer.fail = True
+    plog.offer("fraud", [_pred(i) for i in range(8)])
+    await asyncio.sleep(0.05)
+    plog.offer("fraud", [_pred(i) for i in range(8)])  # 8 + 8 > 10: 6 dropped, counted
+    assert plog.dropped == 6 and plog.depth == 10
+    producer.fail = False
+    for _ in range(200):
+        if plog.depth == 0:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert plog.sent == 16
+    ids = [e.event_id for e in producer.sent]
+    assert len(ids) == len(set(ids))
+
+
+class FakeRuntime:
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def ready(self) -> bool:
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": True}
+
+
+async def test_http_transports_answer_and_report_errors_in_protocol_format(
+    registry: FakeRegistry,
+) -> None:
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    rt = FakeRuntime(DataPlane(manager, ListSink()))
+    app = create_app(lambda: rt)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.post(
+            "/v1/models/fraud/predict", json={"records": records(1)}, headers={"x-request-id": "a"}
+        )
+        assert r.status_code == 200 and r.headers["x-request-id"] == "a"
+        assert r.headers["x-flywheel-model-version"] == "1" and r.json()["version"] == 1
+        r = await client.post("/v1/models/fraud/predict", content=b"{")
+        assert r.status_code == 400 and r.json()["code"] == "invalid_json"
+        r = await client.post("/v2/models/fraud/infer", json={"inputs": [1]})
+        assert r.status_code == 400 and list(r.json()) == ["error"]
+        r = await client.get("/v2/models/fraud/versions/7/ready")
+        assert r.status_code == 404 and "7" in r.json()["error"]
+        r = await client.get("/v2")
+        assert r.json()["name"] == "flywheel-serving"
+    none_app = create_app(lambda: None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=none_app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        r = await client.post("/v1/models/fraud/predict", json={"records": records(1)})
+        assert r.status_code == 503
