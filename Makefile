@@ -14,7 +14,7 @@ install: ## Install uv if missing, then every package from the lock file (uv.loc
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --all-packages
 
-up: install ## Run the demo: Kafka + ingest + the fraud simulator, showing records flowing
+up: install ## Run the loop demo: Kafka, registry, ingest, trainer, serving; data → trained model → served
 	$(RUN) python deploy/local/up.py
 
 kafka: install ## Start a local Kafka 4.x broker (KRaft) on 127.0.0.1:$(KAFKA_PORT), jars from Maven Central
