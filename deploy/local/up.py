@@ -248,8 +248,7 @@ async def main() -> int:
                 return 1
             await asyncio.sleep(0.5)
         queries = [
-            {k: r[k] for k in demo_spec().features}
-            for r in FraudSimulator(seed=99).batch(5)
+            {k: r[k] for k in demo_spec().features} for r in FraudSimulator(seed=99).batch(5)
         ]
         while True:
             code, body = await asyncio.to_thread(predict, serving.url, queries)
