@@ -193,6 +193,45 @@ async def test_oip_v2_and_json_routes_answer_with_the_production_version(
     assert status == 404 and "999" in err["error"]
 
 
+def _triton_infer(url: str, record: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Ask with NVIDIA's tritonclient, unchanged: metadata, then one typed tensor per input."""
+    import numpy as np
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(url=url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("fraud")
+    meta = client.get_model_metadata("fraud")
+    dtypes = {"FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
+    inputs = []
+    for spec in meta["inputs"]:
+        tensor = triton.InferInput(spec["name"], [1], spec["datatype"])
+        tensor.set_data_from_numpy(
+            np.array([record[spec["name"]]], dtype=dtypes[spec["datatype"]]), binary_data=False
+        )
+        inputs.append(tensor)
+    result = client.infer("fraud", inputs)
+    binary = triton.InferInput("amount", [1], "FP64")
+    binary.set_data_from_numpy(np.array([1.0]))  # the binary-data extension: refused, clearly
+    try:
+        client.infer("fraud", [binary])
+    except InferenceServerException as exc:
+        refused: Any = exc
+    else:
+        refused = None
+    return result.get_response(), refused
+
+
+async def test_an_oip_client_library_works_unchanged(env: Env) -> None:
+    async with env.registry.client() as reg:
+        production = (await reg.get_model("fraud")).aliases["production"].version
+    response, refused = await asyncio.to_thread(_triton_infer, env.serving.url, records(1)[0])
+    assert response["model_name"] == "fraud" and response["model_version"] == str(production)
+    outputs = {o["name"]: o for o in response["outputs"]}
+    assert 0.0 <= outputs["score"]["data"][0] <= 1.0 and outputs["label"]["data"][0] in (0, 1)
+    assert refused is not None and "binary tensor data extension" in str(refused)
+
+
 # -- hot swap ------------------------------------------------------------------------------
 
 

@@ -70,6 +70,13 @@ def create_app(
         return rt
 
     async def body_json(request: Request) -> Any:
+        if "inference-header-content-length" in request.headers:
+            raise InferenceError(
+                415,
+                "binary_data_unsupported",
+                "the binary tensor data extension is not supported: send tensors as JSON "
+                "(tritonclient: set_data_from_numpy(..., binary_data=False))",
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
             raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
