@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import io
 import json
-import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from flywheel_shared.registry import RegistryClient
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.testing.kafka_io import read_events
+from flywheel_shared.testing.postgres import UNAVAILABLE, fresh_database
 from flywheel_trainer.cli import train_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -234,26 +234,11 @@ async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack
 @pytest.fixture
 def pg_stack(kafka_bootstrap: str, tmp_path: Path, postgres_url: str | None) -> Any:
     if postgres_url is None:
-        from flywheel_shared.testing.postgres import UNAVAILABLE
-
         pytest.skip(UNAVAILABLE)
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(postgres_url)
-    name = f"e2e_{os.getpid()}_{tmp_path.name[-8:]}".replace("-", "_").lower()
-    with psycopg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False),
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    s = Stack(
-        kafka_bootstrap,
-        tmp_path,
-        database_url=url.set(database=name).render_as_string(hide_password=False),
-    )
-    yield s
-    s.stop()
+    with fresh_database(postgres_url) as url:
+        s = Stack(kafka_bootstrap, tmp_path, database_url=url)
+        yield s
+        s.stop()
 
 
 async def test_training_loop_on_postgresql(pg_stack: Stack) -> None:

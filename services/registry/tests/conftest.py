@@ -10,24 +10,32 @@ import pytest
 from flywheel_registry.db import make_engine
 from flywheel_registry.migrate import upgrade
 from flywheel_registry.store import RegistryStore
-from flywheel_shared.testing.postgres import UNAVAILABLE
+from flywheel_shared.testing.postgres import UNAVAILABLE, fresh_database
 
-from .registry_support import drop_postgres, fresh_postgres
+
+def _database(request: pytest.FixtureRequest, sqlite_dir: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{sqlite_dir / 'registry.db'}"
+        return
+    server = request.getfixturevalue("postgres_url")
+    if server is None:
+        pytest.skip(UNAVAILABLE)
+    with fresh_database(server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
-        return
-    server = request.getfixturevalue("postgres_url")
-    if server is None:
-        pytest.skip(UNAVAILABLE)
-    url, name = fresh_postgres(server)
-    yield url
-    if name is not None:
-        drop_postgres(server, name)
+    yield from _database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One database per backend for the tests sharing a registry process."""
+    yield from _database(request, tmp_path_factory.mktemp("sqlite"))
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import hashlib
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from flywheel_shared.registry import Lineage, VersionCreate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -65,29 +63,3 @@ def version_body(
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def fresh_postgres(server_url: str) -> tuple[str, str | None]:
-    """A new empty database on the server (or, without CREATE DATABASE rights, a reset one)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        return sa.make_url(server_url).set(database=name).render_as_string(False), name
-    except sa.exc.ProgrammingError:
-        with admin.connect() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-        return server_url, None
-    finally:
-        admin.dispose()
-
-
-def drop_postgres(server_url: str, name: str) -> None:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()

@@ -32,11 +32,10 @@ from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.registry import RegistryClient, RegistryError
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.postgres import UNAVAILABLE
 from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 
-from .registry_support import drop_postgres, fresh_postgres, spec_text, unique, version_body
+from .registry_support import spec_text, unique, version_body
 
 pytestmark = pytest.mark.integration
 TOKEN = "integration-token-0123456789"
@@ -120,23 +119,6 @@ async def model_with_versions(
         )
         versions.append((await client.register_version(name, body)).version)
     return name, versions
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """One database per backend for the tests sharing a registry process."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
-        return
-    server = request.getfixturevalue("postgres_url")
-    if server is None:
-        pytest.skip(UNAVAILABLE)
-    url, name = fresh_postgres(server)
-    yield url
-    if name is not None:
-        drop_postgres(server, name)
 
 
 @pytest.fixture(scope="module")

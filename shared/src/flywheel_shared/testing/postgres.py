@@ -200,3 +200,33 @@ def postgres_server() -> Iterator[str | None]:
         yield server.url
     finally:
         close()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new empty database on the server for one test (dropped afterwards).
+
+    Without CREATE DATABASE rights (an external server), the server's own database is reset
+    instead and left in place.
+    """
+    import uuid
+
+    import sqlalchemy as sa  # the registry's dependency; only tests that use PostgreSQL need it
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except sa.exc.ProgrammingError:
+            with admin.connect() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+            yield server_url
+            return
+        yield sa.make_url(server_url).set(database=name).render_as_string(False)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
