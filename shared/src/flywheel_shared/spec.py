@@ -188,6 +188,24 @@ class Drift(_Strict):
     features: tuple[str, ...] | None = Field(None, description="default: all model features")
 
 
+class Monitoring(_Strict):
+    """Live performance floors: a realised (labels) or estimated (scores only) drop below a floor
+    requests a retrain, like drift does."""
+
+    min_metric: dict[Literal["accuracy", "roc_auc"], float] = Field(
+        default_factory=lambda: {"roc_auc": 0.70},
+        description="floor per live metric over the sliding window",
+    )
+    window_s: float = Field(3600, gt=0, description="sliding event-time window of live metrics")
+    bucket_s: float = Field(60, gt=0, description="event-time bucket width (window granularity)")
+    lateness_s: float = Field(
+        60, ge=0, description="a bucket closes once event time passed its end by this much"
+    )
+    min_labels: int = Field(200, ge=1, description="labelled predictions a window needs first")
+    min_predictions: int = Field(500, ge=1, description="predictions an estimate needs first")
+    estimated: bool = Field(True, description="apply the floors to label-free estimates too")
+
+
 class ModelSpec(_Strict):
     """A model, declared once: its data contract, features, recipe, gates and policies."""
 
@@ -202,6 +220,7 @@ class ModelSpec(_Strict):
     training: Training = Training()
     rollout: Rollout = Rollout()
     drift: Drift = Drift()
+    monitoring: Monitoring = Monitoring()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -1,0 +1,1 @@
+"""Flywheel monitor: drift, live metrics from late labels, canary verdicts, retrain requests."""
