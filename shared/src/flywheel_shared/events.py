@@ -15,6 +15,8 @@ from uuid import UUID, uuid4, uuid5
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from .aliases import Alias, VersionStatus
+
 JsonRecord = dict[str, Any]
 # Deterministic ids (uuid5) for events derived from other events, so that a re-run after a
 # crash produces the same event_id and idempotent consumers drop the duplicate.
@@ -213,7 +215,7 @@ class ModelVersionRegistered(Event):
     type: Literal["model.version.registered"] = "model.version.registered"
     model: str
     version: int
-    status: Literal["candidate", "rejected", "archived"]
+    status: VersionStatus
     artifact_uri: str
     artifact_sha256: str
     snapshot_id: str | None = None
@@ -226,7 +228,7 @@ class ModelAliasChanged(Event):
     topic: ClassVar[str] = "model.alias.changed"
     type: Literal["model.alias.changed"] = "model.alias.changed"
     model: str
-    alias: Literal["production", "canary", "shadow"]
+    alias: Alias
     version: int | None = Field(description="None = alias removed")
     previous_version: int | None = None
     weight: float | None = Field(None, ge=0, le=1, description="canary traffic share")
@@ -245,7 +247,7 @@ class Prediction(BaseModel):
     request_id: str
     record_id: str | None = Field(None, description="the record's id field, for the label join")
     version: int
-    route: Literal["production", "canary", "shadow"]
+    route: Alias
     features: JsonRecord
     output: Any
     latency_ms: float

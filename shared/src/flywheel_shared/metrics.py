@@ -33,3 +33,25 @@ KAFKA_HANDLER_SECONDS = Histogram(
     ["group", "topic"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+
+TASK_UP = Gauge(
+    "flywheel_task_up", "1 while a supervised background task runs and is not failing", ["task"]
+)
+TASK_FAILURES = Counter(
+    "flywheel_task_failures_total",
+    "Runs of a supervised task's body that raised (or, long-running, ended)",
+    ["task"],
+)
+TASK_ITERATIONS = Counter(
+    "flywheel_task_iterations_total", "Runs of a supervised task's body", ["task"]
+)
+REGISTRY_CACHE_STALE = Gauge(
+    "flywheel_registry_cache_stale",
+    "1 while the registry is unreachable and the cache answers with its last good copies",
+    ["cache"],
+)
+REGISTRY_CACHE_ERRORS = Counter(
+    "flywheel_registry_cache_errors_total",
+    "Registry fetches of the cache that failed because the registry was unreachable",
+    ["cache"],
+)

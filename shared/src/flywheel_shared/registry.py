@@ -30,10 +30,10 @@ from typing import Any, Literal
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+# Re-exported: every user of the registry API used to import them from here.
+from .aliases import Alias as Alias
+from .aliases import VersionStatus as VersionStatus
 from .spec import DatasetContract, ModelSpec
-
-Alias = Literal["production", "canary", "shadow"]
-VersionStatus = Literal["candidate", "rejected", "archived"]
 
 
 class _Model(BaseModel):

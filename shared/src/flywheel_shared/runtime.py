@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-
-from aiokafka.errors import KafkaError
 
 from .kafka.admin import ensure_topics
 from .kafka.consumer import EventConsumer
 from .kafka.producer import EventProducer
 from .settings import KafkaSettings
+from .tasks import Supervised
 
 log = logging.getLogger(__name__)
+_IDLE_S = 5.0
 
 
 class KafkaRuntime:
@@ -35,8 +35,9 @@ class KafkaRuntime:
         self.producer = EventProducer(kafka, client_id=f"flywheel-{self.service}")
         self.consumers: list[EventConsumer] = []
         self.connected = asyncio.Event()
-        self._connect_task: asyncio.Task[None] | None = None
-        self._background: list[asyncio.Task[Any]] = []
+        # Retried until Kafka answers: 0.5 s doubling to 10 s between attempts.
+        self._connect = Supervised("kafka-connect", self._connect_once, every_s=_IDLE_S)
+        self._background: list[Supervised] = []
 
     def make_consumers(self) -> list[EventConsumer]:
         """The consumers to run once Kafka answers (override)."""
@@ -51,47 +52,59 @@ class KafkaRuntime:
     async def on_shutdown(self) -> None:
         """Called after consumers stopped, before the producer flushes (override)."""
 
-    def spawn(self, coro: Any, name: str) -> None:
-        """Run a background task for the life of the service (cancelled at shutdown)."""
-        self._background.append(asyncio.create_task(coro, name=name))
+    def spawn(
+        self,
+        name: str,
+        body: Callable[[], Awaitable[None]],
+        *,
+        every_s: float | None = None,
+        **options: Any,
+    ) -> Supervised:
+        """Run ``body`` as a :class:`Supervised` task for the life of the service.
 
-    async def _connect(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await ensure_topics(self.kafka, self.topics)
-                if not self.producer.started:
-                    await self.producer.start()
-                await self.on_connected()
-                for consumer in self.make_consumers():
-                    await consumer.start()
-                    self.consumers.append(consumer)
-                self.connected.set()
-                log.info("connected to kafka", extra={"bootstrap": self.kafka.bootstrap})
-                return
-            except (KafkaError, OSError) as exc:
-                for consumer in self.consumers:
-                    await consumer.stop()
-                self.consumers.clear()
-                log.warning(
-                    "kafka not reachable yet, retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        Idempotent by name (``on_connected`` runs again when connecting is retried).
+        """
+        for task in self._background:
+            if task.name == name:
+                return task
+        return self.keep(Supervised(name, body, every_s=every_s, **options))
+
+    def keep(self, task: Supervised) -> Supervised:
+        """Start a supervised task built elsewhere and stop it at shutdown."""
+        if task not in self._background:
+            self._background.append(task)
+        task.start()
+        return task
+
+    async def _connect_once(self) -> None:
+        """One attempt at the Kafka link; a no-op once connected (the task then only idles)."""
+        if self.connected.is_set():
+            return
+        try:
+            await ensure_topics(self.kafka, self.topics)
+            if not self.producer.started:
+                await self.producer.start()
+            await self.on_connected()
+            for consumer in self.make_consumers():
+                await consumer.start()
+                self.consumers.append(consumer)
+        except Exception:  # Kafka away (or a hook failed): start again from nothing
+            for consumer in self.consumers:
+                await consumer.stop()
+            self.consumers.clear()
+            raise
+        self.connected.set()
+        log.info("connected to kafka", extra={"bootstrap": self.kafka.bootstrap})
 
     @asynccontextmanager
     async def lifespan(self, _: object) -> AsyncIterator[None]:
         """Start connecting at start-up; drain consumers and flush the producer at shutdown."""
         await self.on_start()
-        self._connect_task = asyncio.create_task(self._connect(), name="kafka-connect")
+        self._connect.start()
         try:
             yield
         finally:
-            self._connect_task.cancel()
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(self._connect_task, *self._background, return_exceptions=True)
+            await asyncio.gather(self._connect.stop(), *(t.stop() for t in self._background))
             for consumer in self.consumers:
                 await consumer.stop()
             await self.on_shutdown()

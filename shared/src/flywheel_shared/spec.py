@@ -188,12 +188,19 @@ class Drift(_Strict):
     features: tuple[str, ...] | None = Field(None, description="default: all model features")
 
 
+LiveMetric = Literal["accuracy", "roc_auc"]
+
+
+def _default_floors() -> dict[LiveMetric, float]:
+    return {"roc_auc": 0.70}
+
+
 class Monitoring(_Strict):
     """Live performance floors: a realised (labels) or estimated (scores only) drop below a floor
     requests a retrain, like drift does."""
 
-    min_metric: dict[Literal["accuracy", "roc_auc"], float] = Field(
-        default_factory=lambda: {"roc_auc": 0.70},
+    min_metric: dict[LiveMetric, float] = Field(
+        default_factory=_default_floors,
         description="floor per live metric over the sliding window",
     )
     window_s: float = Field(3600, gt=0, description="sliding event-time window of live metrics")

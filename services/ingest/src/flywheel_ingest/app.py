@@ -81,7 +81,8 @@ class Runtime(KafkaRuntime):
     async def on_start(self) -> None:
         """Keep registry contracts fresh for the life of the service."""
         if isinstance(self.contracts, RegistryContracts):
-            self.spawn(self.contracts.run(), "contracts-refresh")
+            c = self.contracts
+            self.spawn("contracts-refresh", c.refresh, every_s=c.refresh_s)
 
     async def on_connected(self) -> None:
         """Announce segments a crash left unannounced before consuming anything new."""

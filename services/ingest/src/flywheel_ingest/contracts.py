@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from flywheel_shared.registry import RegistryClient, RegistryError, RegistryUnavailable
+from flywheel_shared.regcache import RegistryCache, RegistryPort
+from flywheel_shared.registry import RegistryError
 from flywheel_shared.spec import DatasetContract, SpecError, load_spec
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,14 @@ def load_spec_files(pattern: str) -> StaticContracts:
 
 
 class RegistryContracts:
-    """Contracts from the registry, cached; a cached contract outlives a registry outage."""
+    """Contracts from the registry, through the shared registry cache: a contract once read
+    outlives a registry outage; ``refresh`` (every ``refresh_s``, and on demand) reads again.
+    """
 
     def __init__(
-        self, client: RegistryClient, *, refresh_s: float = 30.0, min_gap_s: float = 1.0
+        self, client: RegistryPort, *, refresh_s: float = 30.0, min_gap_s: float = 1.0
     ) -> None:
-        self.client = client
+        self.cache = RegistryCache(client, refresh_s=refresh_s, name="ingest-contracts")
         self.refresh_s = refresh_s
         self.min_gap_s = min_gap_s
         self._by_name: dict[str, DatasetContract] = {}
@@ -103,16 +106,17 @@ class RegistryContracts:
         async with self._lock:
             self._last_try = time.monotonic()
             try:
-                contracts = await self.client.list_contracts()
-            except (RegistryUnavailable, RegistryError) as exc:
+                contracts = await self.cache.contracts(fresh=True)
+            except RegistryError as exc:  # unreachable with nothing cached, or refused
                 self.last_error = str(exc)
                 log.warning("cannot refresh contracts from the registry", extra={"error": str(exc)})
                 return
+            # Set while the cache answers with its last good copy (the registry is away).
+            self.last_error = self.cache.last_error
             # Replacing the objects lets validators notice a changed contract.
             self._by_name = {
                 c.name: (old if (old := self._by_name.get(c.name)) == c else c) for c in contracts
             }
-            self.last_error = None
 
     async def refresh_for(self, dataset: str) -> None:
         """Ask the registry again (rate-limited) before calling a dataset unknown."""
@@ -123,9 +127,3 @@ class RegistryContracts:
                 f"the registry is unreachable ({self.last_error}) and no contract for "
                 f"'{dataset}' is cached"
             )
-
-    async def run(self) -> None:
-        """Refresh every ``refresh_s`` seconds, for the life of the service."""
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.refresh_s)

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import yaml
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flywheel_shared.aliases import VersionStatus
 from flywheel_shared.http import (
     ApiError,
     RequestMetrics,
@@ -56,7 +57,7 @@ class StatusChange(BaseModel):
     """Body of ``PATCH /v1/models/{name}/versions/{v}``."""
 
     model_config = ConfigDict(extra="forbid")
-    status: Literal["candidate", "rejected", "archived"]
+    status: VersionStatus
     reason: str = ""
 
 

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from flywheel_shared.aliases import ALIASES
 from flywheel_shared.registry import (
     AuditEntry,
     ModelInfo,
@@ -65,7 +66,7 @@ def _when(value: datetime) -> str:
 
 def _aliases(info: ModelInfo) -> str:
     parts = []
-    for name in ("production", "canary", "shadow"):
+    for name in ALIASES:
         state = info.aliases.get(name)
         if state is not None:
             weight = f" ({state.weight:.0%})" if state.weight is not None else ""
@@ -164,7 +165,7 @@ def versions(ctx: click.Context, model: str) -> None:
 @click.argument("version", type=int)
 @click.option(
     "--alias",
-    type=click.Choice(["production", "canary", "shadow"]),
+    type=click.Choice(ALIASES),
     default="production",
     show_default=True,
 )

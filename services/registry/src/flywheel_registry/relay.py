@@ -14,6 +14,7 @@ import logging
 from typing import Protocol
 
 from flywheel_shared.events import Event, parse_event
+from flywheel_shared.tasks import Supervised
 
 from .metrics import OUTBOX_PENDING, RELAY_FAILURES, RELAY_PUBLISHED
 from .store import PendingEvent
@@ -64,22 +65,19 @@ class OutboxRelay:
         self.poll_s = poll_s
         self.batch = batch
         self.max_backoff_s = max_backoff_s
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = Supervised(
+            "outbox-relay", self._round, every_s=poll_s, max_backoff_s=max_backoff_s
+        )
 
     def start(self) -> None:
         """Start the loop in a background task (on the running event loop)."""
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._task.start()
 
     async def stop(self) -> None:
         """Finish the round in hand and stop."""
-        self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        await self._task.stop(finish_iteration=True)
 
     def notify(self) -> None:
         """Wake the relay now (safe from any thread): a transaction wrote events."""
@@ -87,17 +85,14 @@ class OutboxRelay:
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._task.wake)
         except RuntimeError:  # loop closing during shutdown; the next start publishes
             pass
 
     def alive(self) -> str | None:
         """Readiness: None while the loop runs."""
-        if self._task is None:
-            return "outbox relay not started"
-        if self._task.done():
-            return "outbox relay ended"
-        return None
+        problem = self._task.alive()
+        return f"outbox relay {problem}" if problem else None
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
@@ -114,29 +109,13 @@ class OutboxRelay:
         )
         return len(rows)
 
-    async def _run(self) -> None:
-        backoff = 0.5
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                published = await self.publish_pending() if self.enabled else 0
-                OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
-                backoff = 0.5
-                if published >= self.batch:
-                    continue  # more waiting: no pause
-                await self._pause(self.poll_s)
-            except Exception as exc:
-                RELAY_FAILURES.inc()
-                log.warning(
-                    "outbox publish failed, retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff},
-                )
-                await self._pause(backoff, wakeable=False)
-                backoff = min(backoff * 2, self.max_backoff_s)
-
-    async def _pause(self, seconds: float, *, wakeable: bool = True) -> None:
-        waiter = self._wake if wakeable else self._stopping
+    async def _round(self) -> None:
+        """One batch (Supervised retries a failed one with backoff, in the same order)."""
         try:
-            await asyncio.wait_for(waiter.wait(), seconds)
-        except TimeoutError:
-            pass
+            published = await self.publish_pending() if self.enabled else 0
+            OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
+        except Exception:
+            RELAY_FAILURES.inc()
+            raise
+        if published >= self.batch:
+            self._task.wake()  # more waiting: no pause

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from flywheel_shared.aliases import VERSION_STATUSES
 from flywheel_shared.events import (
     Event,
     ModelAliasChanged,
@@ -517,7 +518,7 @@ class RegistryStore:
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
         """Change a version's status; refuses to retire a version an alias points at."""
-        if status not in ("candidate", "rejected", "archived"):
+        if status not in VERSION_STATUSES:
             raise Invalid("invalid_status", "status must be candidate, rejected or archived")
         with self._write() as tx:
             session = tx.session

@@ -9,7 +9,6 @@ nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from flywheel_shared.events import ModelAliasChanged, parse_event
 from flywheel_shared.settings import KafkaSettings
+from flywheel_shared.tasks import Supervised
 from flywheel_shared.topics import TopicNamer
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class AliasFollower:
         self.on_event = on_event
         self.on_positioned = on_positioned
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        # A read that fails is asked again after a second (the client reconnects on its own).
+        self._task = Supervised("alias-follower", self._follow, min_backoff_s=1, max_backoff_s=1)
         self.events = 0
 
     async def start(self) -> None:
@@ -58,34 +59,26 @@ class AliasFollower:
             raise
         self._consumer = consumer
         self.on_positioned()
-        self._task = asyncio.create_task(self._run(), name="alias-follower")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._task.stop()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
 
     def alive(self) -> str | None:
         """None while following, else why not."""
-        if self._task is None:
+        if self._consumer is None:
             return "not connected to kafka yet"
-        if self._task.done():
-            return "alias follower stopped"
-        return None
+        problem = self._task.alive()
+        return f"alias follower {problem}" if problem else None
 
-    async def _run(self) -> None:
+    async def _follow(self) -> None:
         assert self._consumer is not None
         while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=1000)
-            except Exception as exc:  # the client reconnects on its own; keep asking
-                log.warning("alias follower cannot read", extra={"error": repr(exc)})
-                await asyncio.sleep(1)
-                continue
+            batch = await self._consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 for rec in records:
                     try:

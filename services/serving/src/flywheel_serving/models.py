@@ -8,7 +8,10 @@ deployment, never a mix, and never waits for a load. Versions no longer behind a
 are released: requests still holding them finish, then they are garbage.
 
 The registry is the source of truth: an alias event only says "look again", and a periodic
-resync catches anything missed while Kafka was away.
+resync catches anything missed while Kafka was away. Both read it through the shared
+:class:`~flywheel_shared.regcache.RegistryCache` with the model marked outdated, so a read
+while the registry is away fails (and is retried) instead of answering with the old aliases;
+versions and artifacts, immutable, come from the cache.
 """
 
 from __future__ import annotations
@@ -18,19 +21,17 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from flywheel_shared.aliases import ALIASES
 from flywheel_shared.modelio import FORMAT, load_model
-from flywheel_shared.registry import (
-    ModelInfo,
-    ModelVersion,
-    RegistryError,
-    RegistryUnavailable,
-)
+from flywheel_shared.regcache import RegistryCache, RegistryPort
+from flywheel_shared.registry import ModelVersion, RegistryError, RegistryUnavailable
 from flywheel_shared.spec import FieldType, ModelSpec, UnknownFieldPolicy
+from flywheel_shared.tasks import Supervised
 from flywheel_shared.validation import ContractValidator
 
 from .batching import AdaptiveBatcher
@@ -39,31 +40,6 @@ from .domain.routing import Route
 from .metrics import BATCH_SIZE, LIVE_VERSION, MODEL_LOADS
 
 log = logging.getLogger(__name__)
-ALIASES: tuple[Route, ...] = ("production", "canary", "shadow")
-
-
-class RegistryPort(Protocol):
-    """What serving needs from the registry (``flywheel_shared.registry.RegistryClient``)."""
-
-    async def list_models(self) -> list[ModelInfo]:
-        """Every model."""
-        ...
-
-    async def get_model(self, name: str) -> ModelInfo:
-        """One model with its spec and aliases."""
-        ...
-
-    async def get_spec(self, name: str) -> ModelSpec:
-        """A model's spec."""
-        ...
-
-    async def get_version(self, model: str, version: int) -> ModelVersion:
-        """One version."""
-        ...
-
-    async def download_artifact(self, sha256: str) -> bytes:
-        """Artifact bytes, sha256 verified."""
-        ...
 
 
 class LoadError(RuntimeError):
@@ -145,7 +121,7 @@ class ModelManager:
 
     def __init__(
         self,
-        registry: RegistryPort,
+        registry: RegistryCache | RegistryPort,
         *,
         models: Sequence[str] = (),
         max_batch_size: int = 128,
@@ -153,7 +129,11 @@ class ModelManager:
         resync_s: float = 30.0,
         retry_max_s: float = 10.0,
     ) -> None:
-        self.registry = registry
+        self.registry = (
+            registry
+            if isinstance(registry, RegistryCache)
+            else RegistryCache(registry, refresh_s=resync_s, name="serving-registry")
+        )
         self.models = list(models)
         self.max_batch_size = max_batch_size
         self.executor = executor
@@ -163,7 +143,13 @@ class ModelManager:
         self._cache: dict[tuple[str, int, str], LoadedModel] = {}
         self._dirty: set[str] = set()
         self._all = True
-        self._wake = asyncio.Event()
+        self.task = Supervised(  # failures retry with backoff, from 0.2 s to retry_max_s
+            "model-sync",
+            self._sync_round,
+            every_s=resync_s,
+            min_backoff_s=0.2,
+            max_backoff_s=retry_max_s,
+        )
         self.synced = False
         """True once every served model was read from the registry (readiness)."""
         self.last_error: str | None = None
@@ -180,37 +166,32 @@ class ModelManager:
             self._all = True
         elif self.serves(name):
             self._dirty.add(name)
-        self._wake.set()
+        else:
+            return
+        self.registry.invalidate(name)
+        self.task.wake()
 
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Apply marks and periodic resyncs for the life of the service; retry on failure."""
-        backoff = 0.2
-        while True:
-            if not self._all and not self._dirty:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.resync_s)
-                except TimeoutError:
-                    self._all = True
-            self._wake.clear()
-            try:
-                await self.sync_pending()
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "cannot sync models from the registry, retrying",
-                    extra={"error": self.last_error, "retry_in_s": backoff},
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.retry_max_s)
-            else:
-                backoff = 0.2
+        """Apply marks and periodic resyncs until cancelled (what ``task`` does in the service)."""
+        await self.task.run()
+
+    async def _sync_round(self) -> None:
+        if not self._all and not self._dirty:
+            # Nothing marked: the periodic resync, from the registry itself.
+            self._all = True
+            self.registry.invalidate()
+        try:
+            await self.sync_pending()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
 
     async def sync_pending(self) -> None:
         """Sync every marked model (all of them after ``mark(None)``)."""
         if self._all:
-            names = self.models or [m.name for m in await self.registry.list_models()]
+            names = self.models or [m.name for m in await self.registry.models()]
             self._dirty.update(names)
             self._all = False
         for name in sorted(self._dirty):
@@ -222,7 +203,7 @@ class ModelManager:
     async def sync(self, name: str) -> Deployment:
         """Read ``name``'s aliases, load what is new, swap the deployment in one step."""
         try:
-            info = await self.registry.get_model(name)
+            info = await self.registry.model(name)
         except RegistryUnavailable:
             raise
         except RegistryError as exc:
@@ -230,7 +211,7 @@ class ModelManager:
                 raise
             log.warning("model not in the registry", extra={"model": name})
             return self._swap(Deployment(name))
-        spec = info.spec or await self.registry.get_spec(name)
+        spec = info.spec or await self.registry.spec(name)
         loaded: dict[str, LoadedModel | None] = {}
         for alias in ALIASES:
             state = info.aliases.get(alias)
@@ -276,11 +257,11 @@ class ModelManager:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        mv = await self.registry.get_version(name, version)
+        mv = await self.registry.version(name, version)
         if mv.artifact_format != FORMAT:
             MODEL_LOADS.labels(name, "unsupported").inc()
             raise LoadError(f"{name} v{version}: artifact format {mv.artifact_format!r}")
-        data = await self.registry.download_artifact(mv.artifact_sha256)
+        data = await self.registry.artifact(mv.artifact_sha256)
         try:
             estimator = await asyncio.to_thread(load_model, data, mv.artifact_sha256)
         except Exception:

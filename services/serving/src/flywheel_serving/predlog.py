@@ -18,10 +18,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from flywheel_shared.events import Prediction, PredictionsLogged
+from flywheel_shared.tasks import Supervised
 
 from .metrics import LOG_BUFFER, LOG_DROPPED, LOG_SEND_FAILURES, LOG_SENT
 
 log = logging.getLogger(__name__)
+
+
+class NotConnected(RuntimeError):
+    """The producer has not connected to Kafka yet."""
 
 
 class Publisher(Protocol):
@@ -58,7 +63,14 @@ class PredictionLog:
         self._buffer: deque[tuple[str, Prediction]] = deque()
         self._in_flight: list[PredictionsLogged] = []
         self._in_flight_count = 0
-        self._wake = asyncio.Event()
+        # Every flush_s, or at once when a batch is full; a failed send waits 0.1 s doubling.
+        self.task = Supervised(
+            "prediction-log",
+            self._ship,
+            every_s=flush_s,
+            min_backoff_s=0.1,
+            max_backoff_s=max_backoff_s,
+        )
         self.dropped = 0
         self.sent = 0
         self._dropped_reported = 0
@@ -83,7 +95,7 @@ class PredictionLog:
             self._report_drops()
         LOG_BUFFER.set(self.depth)
         if len(self._buffer) >= self.batch:
-            self._wake.set()
+            self.task.wake()
 
     def _report_drops(self) -> None:
         now = time.monotonic()
@@ -111,52 +123,46 @@ class PredictionLog:
         return events
 
     async def run(self) -> None:
-        """Ship the buffer for the life of the service."""
-        backoff = 0.1
-        while True:
-            if not self._in_flight:
-                if len(self._buffer) < self.batch:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.flush_s)
-                    except TimeoutError:
-                        pass
-                self._wake.clear()
-                if not self._buffer:
-                    continue
-                self._in_flight = self._cut()
-                self._in_flight_count = sum(len(e.predictions) for e in self._in_flight)
-            if await self._send():
-                backoff = 0.1
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+        """Ship the buffer until cancelled (what ``task`` does in the service)."""
+        await self.task.run()
 
-    async def _send(self) -> bool:
+    def _take(self) -> None:
+        """Cut the next batch off the buffer, unless one is still in hand."""
+        if not self._in_flight and self._buffer:
+            self._in_flight = self._cut()
+            self._in_flight_count = sum(len(e.predictions) for e in self._in_flight)
+
+    async def _ship(self) -> None:
+        """Send one cut of the buffer; a failed send is retried, same batch, after a backoff."""
+        self._take()
+        if not self._in_flight:
+            return
+        await self._send()
+        if len(self._buffer) >= self.batch:
+            self.task.wake()  # a full batch waits: no pause
+
+    async def _send(self) -> None:
+        """Send the batch in hand (same events, same ``event_id``s, until acknowledged)."""
         if not self.producer.started:
-            return False
+            raise NotConnected("not connected to kafka yet")
         try:
             await asyncio.wait_for(self.producer.publish_all(self._in_flight), self.send_timeout_s)
-        except Exception as exc:  # Kafka away: keep the batch, retry, let the buffer absorb
+        except Exception:  # Kafka away: keep the batch, retry, let the buffer absorb
             LOG_SEND_FAILURES.inc()
-            log.warning(
-                "cannot send predictions, retrying",
-                extra={"error": f"{type(exc).__name__}: {exc}", "pending": self.depth},
-            )
-            return False
+            raise
         self.sent += self._in_flight_count
         LOG_SENT.inc(self._in_flight_count)
         self._in_flight, self._in_flight_count = [], 0
         LOG_BUFFER.set(self.depth)
-        return True
 
     async def flush(self, timeout: float) -> None:
         """Send what is buffered (at shutdown), giving up after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while (self._in_flight or self._buffer) and time.monotonic() < deadline:
-            if not self._in_flight:
-                self._in_flight = self._cut()
-                self._in_flight_count = sum(len(e.predictions) for e in self._in_flight)
-            if not await self._send():
+            self._take()
+            try:
+                await self._send()
+            except Exception:
                 await asyncio.sleep(0.2)
         if self.depth:
             log.warning("predictions not logged at shutdown", extra={"lost": self.depth})

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import Any
 
+from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.runtime import KafkaRuntime
 
@@ -41,8 +42,13 @@ class ServingRuntime(KafkaRuntime):
         )
         # One model thread per process: batches run one at a time, off the event loop.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # The manager's sync loop is this cache's refresher: it re-reads on every alias event
+        # and every resync_s, so the cache's own background refresh stays off.
+        self.cache = RegistryCache(
+            self.registry, refresh_s=settings.resync_s, name="serving-registry"
+        )
         self.manager = ModelManager(
-            self.registry,
+            self.cache,
             models=settings.models,
             max_batch_size=settings.max_batch_size,
             executor=self.executor,
@@ -75,8 +81,8 @@ class ServingRuntime(KafkaRuntime):
 
     async def on_start(self) -> None:
         """Load models from the registry and ship the prediction log, in the background."""
-        self.spawn(self.manager.run(), "model-sync")
-        self.spawn(self.log.run(), "prediction-log")
+        self.keep(self.manager.task)
+        self.keep(self.log.task)
 
     async def on_connected(self) -> None:
         """Kafka answers: follow alias events (the follower then asks for a resync)."""
@@ -110,7 +116,7 @@ class ServingRuntime(KafkaRuntime):
         """What this worker serves and how its links are."""
         return {
             "ready": self.ready(),
-            "registry_error": self.manager.last_error,
+            "registry_error": self.manager.last_error or self.cache.last_error,
             "kafka_connected": self.connected.is_set(),
             "alias_follower": self.follower.alive() or "following",
             "alias_events": self.follower.events,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -64,21 +63,23 @@ class Runtime(KafkaRuntime):
             )
         ]
 
-    async def on_connected(self) -> None:
-        """Start the staleness check."""
-        self.spawn(self._staleness_loop(), "staleness")
+    async def on_start(self) -> None:
+        """Keep the registry cache (model specs) fresh in the background."""
+        self.trainer.cache.start()
 
-    async def _staleness_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.staleness_check_s)
-            try:
-                await self.trainer.check_staleness()
-            except Exception:
-                log.warning("staleness check failed", exc_info=True)
+    async def on_connected(self) -> None:
+        """Start the staleness check (first one period after start-up)."""
+        self.spawn(
+            "staleness",
+            self.trainer.check_staleness,
+            every_s=self.settings.staleness_check_s,
+            immediate=False,
+        )
 
     async def on_shutdown(self) -> None:
         """Abandon runs in progress: their triggers were not committed and come back."""
         await self.trainer.scheduler.cancel()
+        await self.trainer.cache.stop()
         await self.registry.close()
 
     async def registry_ready(self) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -22,6 +21,7 @@ from flywheel_shared.events import (
 )
 from flywheel_shared.kafka.consumer import Delivery, TransientError
 from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryClient, RegistryUnavailable
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
@@ -62,33 +62,23 @@ class TrainerService:
         self.store = store
         self.storage_uri = storage_uri
         self.registry_token = registry_token
-        self.spec_refresh_s = spec_refresh_s
-        self._specs: dict[str, ModelSpec] = {}
-        self._specs_at = -1e9
+        self.cache = RegistryCache(registry, refresh_s=spec_refresh_s, name="trainer-registry")
         self._state: dict[str, TrainedState] = {}
         self.scheduler = Scheduler(self._run, self._cooldown, retry_s=retry_s)
 
     # -- specs and state ------------------------------------------------------------------
 
     async def specs(self, *, refresh: bool = False) -> dict[str, ModelSpec]:
-        """Model specs from the registry (cached for ``spec_refresh_s``)."""
-        if refresh or time.monotonic() - self._specs_at > self.spec_refresh_s:
-            try:
-                models = await self.registry.list_models()
-                self._specs = {m.name: await self.registry.get_spec(m.name) for m in models}
-            except RegistryUnavailable as exc:
-                if not self._specs:
-                    raise TransientError(
-                        f"registry unreachable and no specs cached: {exc}"
-                    ) from exc
-                log.warning("registry unreachable; using cached specs", extra={"error": str(exc)})
-            else:
-                self._specs_at = time.monotonic()
-        return self._specs
+        """Model specs from the registry (cached for ``spec_refresh_s``, and through outages)."""
+        try:
+            models = await self.cache.models(fresh=refresh)
+        except RegistryUnavailable as exc:
+            raise TransientError(f"registry unreachable and no specs cached: {exc}") from exc
+        return {m.name: m.spec for m in models if m.spec is not None}
 
     def _cooldown(self, model: str) -> float:
-        spec = self._specs.get(model)
-        return spec.training.cooldown_s if spec else 0.0
+        info = self.cache.cached_model(model)
+        return info.spec.training.cooldown_s if info and info.spec else 0.0
 
     async def trained_state(self, model: str) -> TrainedState:
         """What the model's latest registered version was trained on."""

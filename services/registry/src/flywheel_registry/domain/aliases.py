@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-ALIASES: tuple[str, ...] = ("production", "canary", "shadow")
+from flywheel_shared.aliases import ALIASES as ALIASES
+
 Decision = Literal["advance", "promote", "rollback", "hold"]
 _EPS = 1e-9
 

@@ -10,9 +10,12 @@ production to the canary, never back and forth.
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Literal
+from typing import TypeAlias
 
-Route = Literal["production", "canary", "shadow"]
+from flywheel_shared.aliases import Alias
+
+Route: TypeAlias = Alias
+"""The alias whose version answered (or, for ``shadow``, scored) a request."""
 _SCALE = float(2**64)
 
 
