@@ -29,16 +29,23 @@ ingest: install ## Run the ingest service in the foreground (needs Kafka)
 registry: install ## Run the registry in the foreground on :8100 (needs Kafka; SQLite in .flywheel/)
 	$(RUN) python -m flywheel_registry
 
+monitor: install ## Run a monitor worker (faust) in the foreground on :8400 (needs Kafka and the registry)
+	$(RUN) python -m flywheel_monitor
+
 serving: install ## Run serving (BentoML) in the foreground on :8000 (needs the registry; Kafka for events)
 	$(RUN) python -m flywheel_serving
 
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src examples/fraud/src
+	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m integration
+	@echo "make test: the monitor's drift tests again, with the optional alibi-detect backend (BSL-1.1) installed"
+	$(UV) sync --frozen --all-packages --extra alibi
+	$(RUN) --extra alibi pytest services/monitor/tests/test_drift.py services/monitor/tests/test_drift_alibi.py
+	$(UV) sync --frozen --all-packages
 
 unit: install ## Run the unit tests only (no network)
 	$(RUN) pytest -m "not integration"
@@ -57,7 +64,11 @@ schemas: install ## Regenerate the JSON Schema of every event into shared/schema
 bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates nothing)
 	$(RUN) python bench/ingest.py
 
+bench-monitor: install ## Benchmark the monitor: throughput, drift detection delay, false alarms, alert latency
+	$(UV) sync --frozen --all-packages --extra alibi
+	$(RUN) --extra alibi python bench/monitor.py
+
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
 
-.PHONY: help install up kafka kafka-stop ingest registry serving test unit lint fmt schemas bench clean
+.PHONY: help install up kafka kafka-stop ingest registry monitor serving test unit lint fmt schemas bench bench-monitor clean

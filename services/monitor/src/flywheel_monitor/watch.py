@@ -1,0 +1,500 @@
+"""What the monitor does with one model's predictions (the ``predictions`` side).
+
+All predictions of a model share a partition (the topic is keyed by model), so one worker owns
+a model's :class:`WatchState`: its drift detectors per version, the label-free performance
+estimate per version and route, and the live evidence of a running shadow or canary. The state
+is one table value per model, written after each input message together with the input's
+offset, so a message redelivered after a crash is recognised and not applied twice.
+
+Outputs are plain data: ``drift.detected`` events to publish, and *signals* for the model's
+decision maker (:mod:`flywheel_monitor.brain`) — drift and estimated-metric findings, rollout
+evidence snapshots.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from flywheel_shared.events import DriftDetected, Prediction, derived_id
+from flywheel_shared.spec import ModelSpec
+
+from .buckets import Buckets
+from .domain.episodes import Finding
+from .domain.metrics import ScoreStats
+from .domain.rollout import ArmStats
+from .drift import Calibration, Detector, DriftReport, make_detector
+from .metrics import (
+    DRIFT_EVENTS,
+    DRIFT_FLAG,
+    DRIFT_SAMPLING,
+    DRIFT_STATISTIC,
+    DRIFT_THRESHOLD,
+    LIVE_COUNT,
+    LIVE_METRIC,
+    PREDICTIONS,
+)
+
+SNAPSHOT_EVERY = 100
+"""Candidate predictions between two rollout-evidence snapshots sent to the decision maker."""
+
+
+def score_of(output: Any) -> float | None:
+    """P(positive) from a logged output (``{"label", "score"}``); None if there is none."""
+    if isinstance(output, dict):
+        value = output.get("score")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            f = float(value)
+            return f if math.isfinite(f) and 0.0 <= f <= 1.0 else None
+    return None
+
+
+def _score_buckets() -> Buckets[ScoreStats]:
+    return Buckets(ScoreStats, ScoreStats.from_dict)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """JSON has no infinity: an overwhelming statistic is capped, a NaN left out."""
+    out = {}
+    for k, v in values.items():
+        f = float(v)
+        if math.isnan(f):
+            continue
+        out[k] = max(-1e12, min(1e12, f))
+    return out
+
+
+def bucket_of(ts: float, width: float) -> int:
+    """Index of the event-time bucket holding ``ts``."""
+    return int(ts // width)
+
+
+@dataclass
+class VersionWatch:
+    """Drift state of one version."""
+
+    correlation_id: str | None = None
+    detector_state: bytes | None = None
+    pending: list[list[Any]] = field(default_factory=list)
+    """Rows (features, score) waiting for the calibration; bounded by the window."""
+    alert_at: float | None = None
+    """Event time of the last drift.detected (alerts are spaced by the drift cooldown)."""
+    clean_rows: int = 0
+    clean_max: float = 0.0
+    windows: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "c": self.correlation_id,
+            "d": base64.b64encode(self.detector_state).decode() if self.detector_state else None,
+            "p": self.pending,
+            "a": self.alert_at,
+            "r": self.clean_rows,
+            "m": self.clean_max,
+            "w": self.windows,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> VersionWatch:
+        return cls(
+            correlation_id=d["c"],
+            detector_state=base64.b64decode(d["d"]) if d["d"] else None,
+            pending=d["p"],
+            alert_at=d["a"],
+            clean_rows=d["r"],
+            clean_max=d["m"],
+            windows=d["w"],
+        )
+
+
+@dataclass
+class Arm:
+    """Live evidence of one shadow or canary against production since it took its step."""
+
+    version: int
+    alias: str
+    step: int
+    since: float
+    candidate: ArmStats = field(default_factory=ArmStats)
+    champion: ArmStats = field(default_factory=ArmStats)
+    unsent: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": self.version,
+            "a": self.alias,
+            "s": self.step,
+            "t": self.since,
+            "c": self.candidate.to_dict(),
+            "p": self.champion.to_dict(),
+            "u": self.unsent,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Arm:
+        return cls(
+            version=d["v"],
+            alias=d["a"],
+            step=d["s"],
+            since=d["t"],
+            candidate=ArmStats.from_dict(d["c"]),
+            champion=ArmStats.from_dict(d["p"]),
+            unsent=d["u"],
+        )
+
+
+@dataclass
+class WatchState:
+    """Everything the predictions side keeps for one model (one table value)."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    """Last input offset applied, per input partition."""
+    versions: dict[str, VersionWatch] = field(default_factory=dict)
+    scores: Buckets[ScoreStats] = field(default_factory=lambda: _score_buckets())
+    """``"version/route"`` → bucket index → ScoreStats."""
+    watermark: float = 0.0
+    closed: int | None = None
+    """Last event-time bucket closed."""
+    arms: dict[str, Arm] = field(default_factory=dict)
+    """alias → running rollout evidence."""
+    production: int | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "applied": self.applied,
+                "versions": {k: v.to_json() for k, v in self.versions.items()},
+                "scores": self.scores.to_json(),
+                "watermark": self.watermark,
+                "closed": self.closed,
+                "arms": {k: a.to_json() for k, a in self.arms.items()},
+                "production": self.production,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WatchState:
+        d = orjson.loads(data)
+        return cls(
+            applied=d["applied"],
+            versions={k: VersionWatch.from_json(v) for k, v in d["versions"].items()},
+            scores=_score_buckets().load(d["scores"]),
+            watermark=d["watermark"],
+            closed=d["closed"],
+            arms={k: Arm.from_json(a) for k, a in d["arms"].items()},
+            production=d["production"],
+        )
+
+
+@dataclass
+class WatchOutput:
+    """What one input message produced."""
+
+    drift: list[DriftDetected] = field(default_factory=list)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class VersionInfo:
+    """What the watcher needs to know about a version (from the registry)."""
+
+    correlation_id: str | None
+    calibration: Calibration | None
+    step: int = 0
+    """Canary step index (from the alias weight); 0 for shadow."""
+
+
+class Watcher:
+    """Applies prediction batches of one model to its state; keeps detectors in memory."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._detectors: dict[int, tuple[Calibration, Detector]] = {}
+
+    def forget(self) -> None:
+        """Drop in-memory detectors (after a rebalance the table is the truth)."""
+        self._detectors.clear()
+
+    def _detector(self, version: int, vw: VersionWatch, cal: Calibration) -> Detector:
+        held = self._detectors.get(version)
+        if held is not None and held[0] is cal:
+            return held[1]
+        det = make_detector(cal, vw.detector_state)
+        self._detectors[version] = (cal, det)
+        return det
+
+    def apply(
+        self,
+        state: WatchState,
+        preds: list[Prediction],
+        spec: ModelSpec,
+        info: dict[int, VersionInfo],
+    ) -> WatchOutput:
+        """Apply one message's predictions (all of this model) to ``state``."""
+        out = WatchOutput()
+        by_version: dict[int, list[Prediction]] = {}
+        counts: dict[tuple[int, str], int] = {}
+        for p in preds:
+            by_version.setdefault(p.version, []).append(p)
+            counts[(p.version, p.route)] = counts.get((p.version, p.route), 0) + 1
+            if p.route == "production" and state.production != p.version:
+                # A promoted candidate's rollout is over.
+                state.production = p.version
+                for alias in [a for a, arm in state.arms.items() if arm.version == p.version]:
+                    del state.arms[alias]
+        for (version, route), n in counts.items():
+            PREDICTIONS.labels(self.model, str(version), route).inc(n)
+        for version, vpreds in sorted(by_version.items()):
+            self._drift(state, version, vpreds, spec, info.get(version), out)
+        self._estimates(state, preds, spec, out)
+        self._arms(state, preds, info, out)
+        return out
+
+    # -- drift --------------------------------------------------------------------------------
+
+    def _drift(
+        self,
+        state: WatchState,
+        version: int,
+        preds: list[Prediction],
+        spec: ModelSpec,
+        info: VersionInfo | None,
+        out: WatchOutput,
+    ) -> None:
+        vw = state.versions.setdefault(str(version), VersionWatch())
+        if info is not None and info.correlation_id:
+            vw.correlation_id = info.correlation_id
+        rows = [[p.features, score_of(p.output), p.at.timestamp()] for p in preds]
+        cal = info.calibration if info else None
+        if cal is None:
+            # Not calibrated yet: keep the newest rows (a window's worth) for when it is.
+            vw.pending.extend(rows)
+            del vw.pending[: max(0, len(vw.pending) - spec.drift.window)]
+            return
+        det = self._detector(version, vw, cal)
+        if vw.pending:
+            rows = vw.pending + rows
+            vw.pending = []
+        reports = det.update([r[0] for r in rows], [r[1] for r in rows])
+        vw.detector_state = det.state_bytes()
+        DRIFT_SAMPLING.labels(self.model, str(version)).set(det.sampling_rate)
+        last_at = rows[-1][2]
+        is_production = any(p.route == "production" for p in preds)
+        for report in reports:
+            self._gauges(version, report)
+            ratio = report.score / report.threshold if report.threshold > 0 else 0.0
+            if report.drift:
+                event = self._drift_event(version, vw, report, last_at, spec)
+                if event is not None:
+                    out.drift.append(event)
+                vw.windows += 1
+                if is_production:
+                    out.signals.append(
+                        self._finding(version, vw, True, ratio, last_at, event, kind="drift")
+                    )
+                vw.clean_rows, vw.clean_max = 0, 0.0
+            else:
+                vw.clean_max = max(vw.clean_max, ratio)
+        vw.clean_rows += len(rows)
+        if vw.clean_rows >= spec.drift.window:
+            vw.windows += 1
+            if is_production:
+                out.signals.append(
+                    self._finding(version, vw, False, vw.clean_max, last_at, None, kind="drift")
+                )
+            vw.clean_rows, vw.clean_max = 0, 0.0
+
+    def _gauges(self, version: int, report: DriftReport) -> None:
+        v = str(version)
+        for feature, value in report.statistics.items():
+            DRIFT_STATISTIC.labels(self.model, v, feature).set(value)
+            if feature in report.thresholds:
+                DRIFT_THRESHOLD.labels(self.model, v, feature).set(report.thresholds[feature])
+        DRIFT_FLAG.labels(self.model, v).set(1 if report.drift else 0)
+
+    def _drift_event(
+        self, version: int, vw: VersionWatch, report: DriftReport, at: float, spec: ModelSpec
+    ) -> DriftDetected | None:
+        if vw.alert_at is not None and at - vw.alert_at < spec.drift.cooldown_s:
+            return None
+        vw.alert_at = at
+        DRIFT_EVENTS.labels(self.model).inc()
+        kwargs: dict[str, Any] = {}
+        if vw.correlation_id:
+            kwargs["correlation_id"] = vw.correlation_id
+        return DriftDetected(
+            event_id=derived_id(
+                "drift.detected", self.model, version, report.detector, report.position
+            ),
+            model=self.model,
+            version=version,
+            detector=report.detector,
+            features=list(report.drifted_features),
+            statistics=_finite(report.statistics),
+            p_values=_finite(report.p_values),
+            threshold=float(report.threshold),
+            window=int(report.window),
+            **kwargs,
+        )
+
+    def _finding(
+        self,
+        version: int,
+        vw: VersionWatch,
+        alarm: bool,
+        ratio: float,
+        at: float,
+        event: DriftDetected | None,
+        *,
+        kind: str,
+    ) -> dict[str, Any]:
+        finding = Finding(
+            kind="drift",
+            source=f"drift:v{version}",
+            window_id=vw.windows,
+            alarm=alarm,
+            value=float(ratio),
+            threshold=1.0,
+            at=at,
+            version=version,
+            cause_event_id=str(event.event_id) if event else None,
+            correlation_id=vw.correlation_id,
+            higher_is_worse=True,
+        )
+        return {"kind": "finding", "finding": finding.to_dict()}
+
+    # -- label-free performance estimate (CBPE) -----------------------------------------------
+
+    def _estimates(
+        self, state: WatchState, preds: list[Prediction], spec: ModelSpec, out: WatchOutput
+    ) -> None:
+        mon = spec.monitoring
+        width = mon.bucket_s
+        grouped: dict[tuple[str, int], list[Any]] = {}
+        for p in preds:
+            at = p.at.timestamp()
+            state.watermark = max(state.watermark, at)
+            grouped.setdefault((f"{p.version}/{p.route}", bucket_of(at, width)), []).append(
+                score_of(p.output)
+            )
+        for (arm, bucket), scores in grouped.items():
+            if state.closed is not None and bucket <= state.closed:
+                continue  # later than the allowed lateness: the bucket is closed
+            state.scores.get(arm, bucket).add(scores)
+        closable = bucket_of(state.watermark - mon.lateness_s, width) - 1
+        if state.closed is None:
+            # The first bucket seen may be partial; it still counts.
+            first = state.scores.first()
+            state.closed = (first - 1) if first is not None else closable
+        n_window = max(1, int(mon.window_s // width))
+        # Close only the buckets that hold data, then the last one: a window that ends on an
+        # empty bucket says nothing new, and event time may jump far ahead.
+        ends = sorted(
+            {b for _, bs in state.scores.arms() for b in bs if state.closed < b <= closable}
+            | ({closable} if closable > state.closed else set())
+        )
+        for end in ends:
+            state.closed = end
+            self._close_bucket(state, state.closed, n_window, spec, out)
+        state.scores.drop_through(state.closed - n_window)
+
+    def _close_bucket(
+        self, state: WatchState, bucket: int, n_window: int, spec: ModelSpec, out: WatchOutput
+    ) -> None:
+        mon = spec.monitoring
+        for arm, _ in state.scores.arms():
+            version, route = arm.split("/")
+            window = state.scores.window(arm, bucket, n_window)
+            LIVE_COUNT.labels(self.model, version, route, "estimated").set(window.count)
+            if window.count == 0:
+                continue
+            values = {
+                "accuracy": window.expected_accuracy(),
+                "roc_auc": window.expected_roc_auc(),
+            }
+            for metric, value in values.items():
+                if value is not None and math.isfinite(value):
+                    LIVE_METRIC.labels(self.model, version, route, metric, "estimated").set(value)
+            if route != "production" or not mon.estimated or window.count < mon.min_predictions:
+                continue
+            vw = state.versions.get(version)
+            for metric, floor in mon.min_metric.items():
+                value = values.get(metric)
+                if value is None or not math.isfinite(value):
+                    continue
+                finding = Finding(
+                    kind="metric",
+                    source=f"estimated:{metric}",
+                    window_id=bucket,
+                    alarm=value < floor,
+                    value=float(value),
+                    threshold=float(floor),
+                    at=(bucket + 1) * mon.bucket_s,
+                    version=int(version),
+                    cause_event_id=None,
+                    correlation_id=vw.correlation_id if vw else None,
+                    higher_is_worse=False,
+                    # Clear only clearly above the floor (hysteresis): 0.7 → 0.76.
+                    clear_threshold=1.0 - 0.8 * (1.0 - float(floor)),
+                )
+                out.signals.append({"kind": "finding", "finding": finding.to_dict()})
+
+    # -- rollout evidence ---------------------------------------------------------------------
+
+    def _arms(
+        self,
+        state: WatchState,
+        preds: list[Prediction],
+        info: dict[int, VersionInfo],
+        out: WatchOutput,
+    ) -> None:
+        for p in preds:
+            if p.route == "production":
+                continue
+            vi = info.get(p.version)
+            step = vi.step if vi is not None and p.route == "canary" else 0
+            arm = state.arms.get(p.route)
+            if arm is None or (arm.version, arm.step) != (p.version, step):
+                arm = Arm(version=p.version, alias=p.route, step=step, since=p.at.timestamp())
+                state.arms[p.route] = arm
+        if not state.arms:
+            return
+        for arm in state.arms.values():
+            cand_s: list[Any] = []
+            cand_l: list[float] = []
+            champ_s: list[Any] = []
+            champ_l: list[float] = []
+            for p in preds:
+                if p.at.timestamp() < arm.since:
+                    continue
+                if p.route == "production":
+                    champ_s.append(score_of(p.output))
+                    champ_l.append(p.latency_ms)
+                elif p.route == arm.alias and p.version == arm.version:
+                    cand_s.append(score_of(p.output))
+                    cand_l.append(p.latency_ms)
+            if cand_s:
+                arm.candidate.add_predictions(cand_s, cand_l)
+                arm.unsent += len(cand_s)
+            if champ_s:
+                arm.champion.add_predictions(champ_s, champ_l)
+        for alias, arm in list(state.arms.items()):
+            if arm.unsent >= SNAPSHOT_EVERY:
+                arm.unsent = 0
+                out.signals.append(
+                    {
+                        "kind": "arms",
+                        "alias": alias,
+                        "version": arm.version,
+                        "step": arm.step,
+                        "since": arm.since,
+                        "at": state.watermark,
+                        "production": state.production,
+                        "candidate": arm.candidate.to_dict(),
+                        "champion": arm.champion.to_dict(),
+                    }
+                )

@@ -1,0 +1,262 @@
+"""Helpers of the monitor tests: a fraud model, its reference sample, a registry, monitor
+processes, and prediction/label streams shaped like serving's prediction log."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flywheel_fraud import recipes
+from flywheel_fraud.simulator import FraudSimulator
+from flywheel_shared.devkafka import pick_free_port
+from flywheel_shared.events import Label, LabelsReceived, Prediction, PredictionsLogged
+from flywheel_shared.modelio import dump_model
+from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
+from flywheel_shared.spec import ModelSpec, load_spec
+from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.topics import TopicNamer
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKEN = "test-token"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def fraud_spec(name: str, **overrides: Any) -> ModelSpec:
+    """The example fraud spec under another name, with small windows for tests.
+
+    ``overrides`` replace top-level sections (dicts are merged into the example's section).
+    """
+    spec = load_spec(ROOT / "examples" / "fraud" / "flywheel.yaml")
+    data = spec.model_dump(by_alias=True)
+    data["name"] = name
+    data["drift"].update({"cooldown_s": 3600.0})
+    data["monitoring"].update(
+        {
+            "bucket_s": 10.0,
+            "window_s": 60.0,
+            "lateness_s": 0.0,
+            "min_labels": 100,
+            "min_predictions": 200,
+            "min_metric": {"roc_auc": 0.7},
+        }
+    )
+    data["rollout"].update(
+        {
+            "shadow_min_requests": 300,
+            "canary_steps": [
+                {"weight": 0.2, "min_requests": 200, "min_duration_s": 0},
+                {"weight": 0.5, "min_requests": 200, "min_duration_s": 0},
+            ],
+            "max_latency_p99_ms": 1000.0,
+        }
+    )
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return ModelSpec.model_validate(data)
+
+
+@lru_cache(maxsize=4)
+def model_bytes(kind: str = "good") -> bytes:
+    """A skops fraud model: ``good`` (logistic regression), or ``bad`` (trained on noise)."""
+    spec = load_spec(ROOT / "examples" / "fraud" / "flywheel.yaml")
+    frame = pd.DataFrame(FraudSimulator(seed=3, fraud_rate=0.05).batch(4000))
+    if kind == "bad":
+        frame["is_fraud"] = np.random.default_rng(0).random(len(frame)) < 0.5
+    params = {"label": "is_fraud", "features": list(spec.features), "seed": 42, "C": 1.0}
+    return dump_model(recipes.logistic_regression(frame, params))
+
+
+@lru_cache(maxsize=4)
+def _model(kind: str) -> Any:
+    from flywheel_shared.modelio import load_model
+
+    data = model_bytes(kind)
+    return load_model(data, hashlib.sha256(data).hexdigest())
+
+
+FEATURES = load_spec(ROOT / "examples" / "fraud" / "flywheel.yaml").features
+
+
+def scores(kind: str, rows: Sequence[dict[str, Any]]) -> list[float]:
+    """The model's P(fraud) for ``rows``."""
+    frame = pd.DataFrame([{f: r[f] for f in FEATURES} for r in rows])
+    return [float(s) for s in _model(kind).predict_proba(frame)[:, 1]]
+
+
+def reference_parquet(kind: str = "good", seed: int = 11) -> bytes:
+    """What the trainer stores with a version: 2000 holdout rows, label and score."""
+    rows = FraudSimulator(seed=seed, fraud_rate=0.05).batch(2000)
+    frame = pd.DataFrame(rows)[[*FEATURES, "is_fraud"]]
+    frame["_score"] = scores(kind, rows)
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+async def register(
+    reg: RegistryClient,
+    spec: ModelSpec,
+    kind: str = "good",
+    *,
+    alias: str | None = None,
+    weight: float | None = None,
+) -> int:
+    """Register a version of ``spec``'s model with a reference sample; optionally alias it."""
+    art = await reg.upload_artifact(model_bytes(kind))
+    ref = await reg.upload_artifact(reference_parquet(kind))
+    body = VersionCreate(
+        run_id=uuid.uuid4().hex,
+        status="candidate",
+        artifact_sha256=art.sha256,
+        reference_sha256=ref.sha256,
+        lineage=Lineage(
+            dataset="transactions",
+            snapshot_id="0" * 64,
+            snapshot_rows=4000,
+            code_version="test",
+            recipe=spec.recipe.entrypoint,
+            recipe_sha256=hashlib.sha256(b"recipe").hexdigest(),
+            seed=42,
+        ),
+        training_seconds=1.0,
+        correlation_id=str(uuid.uuid4()),
+    )
+    version = (await reg.register_version(spec.name, body)).version
+    if alias is not None:
+        await reg.move_alias(spec.name, alias, version, weight=weight)  # type: ignore[arg-type]
+    return version
+
+
+def predictions(
+    model: str,
+    rows: Sequence[dict[str, Any]],
+    routes: Sequence[tuple[int, str, str]],
+    *,
+    batch: int = 100,
+    latency_ms: float = 3.0,
+) -> list[PredictionsLogged]:
+    """Prediction-log events for ``rows``: each row answered by every (version, route, kind)."""
+    by_kind = {kind: scores(kind, rows) for kind in {k for _v, _r, k in routes}}
+    preds: list[Prediction] = []
+    for i, r in enumerate(rows):
+        at = datetime.fromisoformat(r["event_time"].replace("Z", "+00:00"))
+        for version, route, kind in routes:
+            s = by_kind[kind][i]
+            preds.append(
+                Prediction(
+                    prediction_id=f"{r['transaction_id']}/{version}/{route}",
+                    request_id=r["transaction_id"],
+                    record_id=r["transaction_id"],
+                    version=version,
+                    route=route,  # type: ignore[arg-type]
+                    features={f: r[f] for f in FEATURES},
+                    output={"label": s >= 0.5, "score": s},
+                    latency_ms=latency_ms,
+                    at=at,
+                )
+            )
+    return [
+        PredictionsLogged(model=model, predictions=preds[i : i + batch])
+        for i in range(0, len(preds), batch)
+    ]
+
+
+def labels(rows: Sequence[dict[str, Any]], *, batch: int = 200) -> list[LabelsReceived]:
+    """Late labels of ``rows`` (observed at the row's event time)."""
+    out = []
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        out.append(
+            LabelsReceived(
+                dataset="transactions",
+                labels=[
+                    Label(
+                        record_id=r["transaction_id"],
+                        label=r["is_fraud"],
+                        observed_at=datetime.fromisoformat(r["event_time"].replace("Z", "+00:00")),
+                    )
+                    for r in chunk
+                ],
+            )
+        )
+    return out
+
+
+class Stack:
+    """A registry process and the environment of monitor processes on one topic prefix."""
+
+    def __init__(self, bootstrap: str, tmp: Path) -> None:
+        self.bootstrap = bootstrap
+        self.tmp = tmp
+        self.prefix = f"m{uuid.uuid4().hex[:8]}"
+        self.topics = TopicNamer(self.prefix)
+        port = pick_free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.kafka_env = {
+            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
+            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
+            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
+        self.registry = ServiceProcess(
+            "flywheel_registry",
+            {
+                **self.kafka_env,
+                "FLYWHEEL_STORAGE_URI": str(tmp / "store"),
+                "FLYWHEEL_REGISTRY_PORT": str(port),
+                "FLYWHEEL_REGISTRY_TOKEN": TOKEN,
+                "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
+                "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1",
+            },
+            port,
+            tmp / "registry.log",
+        )
+
+    def client(self) -> RegistryClient:
+        """A registry client with write access."""
+        return RegistryClient(self.url, TOKEN)
+
+    def monitor(
+        self, name: str = "monitor-1", *, app_id: str = "monitor", **env: str
+    ) -> ServiceProcess:
+        """A monitor worker process (not started)."""
+        port = pick_free_port()
+        return ServiceProcess(
+            "flywheel_monitor",
+            {
+                **self.kafka_env,
+                "FLYWHEEL_STORAGE_URI": str(self.tmp / "store"),
+                "FLYWHEEL_MONITOR_PORT": str(port),
+                "FLYWHEEL_MONITOR_REGISTRY_URL": self.url,
+                "FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": "1",
+                "FLYWHEEL_MONITOR_DATA_DIR": str(self.tmp / "monitor"),
+                "FLYWHEEL_MONITOR_WORKER_NAME": name,
+                "FLYWHEEL_MONITOR_APP_ID": app_id,
+                "FLYWHEEL_MONITOR_DRIFT_BACKEND": "permissive",
+                "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": "0",
+                **env,
+            },
+            port,
+            self.tmp / f"{name}.log",
+        )
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """Samples of a Prometheus metric: label text → value."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            labels, value = line.rsplit(" ", 1)
+            out[labels[len(name) :]] = float(value)
+    return out
