@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from datetime import datetime, timedelta
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -186,6 +187,14 @@ def rows(seed: int, n: int, **kw: Any) -> list[dict[str, Any]]:
     return FraudSimulator(seed=seed, rate_per_s=RATE, fraud_rate=0.05, **kw).batch(n)
 
 
+def later(data: list[dict[str, Any]], record_id: str) -> list[dict[str, Any]]:
+    """One row an hour of event time after ``data``: it closes every bucket before it."""
+    last = datetime.fromisoformat(data[-1]["event_time"].replace("Z", "+00:00"))
+    row = {**data[-1], "transaction_id": record_id}
+    row["event_time"] = (last + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    return [row]
+
+
 async def stream(env: Env, model: str, data: list[dict[str, Any]], *, with_labels: bool) -> None:
     v1 = env.versions[model]["v1"]
     topics = env.stack.topics
@@ -285,9 +294,7 @@ async def test_live_accuracy_equals_offline_computation(env: Env) -> None:
     data = rows(404, 2000)
     await stream(env, "m-acc", data, with_labels=True)
     # One more labelled prediction far later in event time closes every bucket before it.
-    closer = rows(405, 1)
-    closer[0]["event_time"] = "2026-01-02T00:00:00Z"
-    closer[0]["transaction_id"] = "closer-acc"
+    closer = later(data, "closer-acc")
     await stream(env, "m-acc", closer, with_labels=True)
     await wait_for(
         lambda: (
@@ -442,9 +449,7 @@ async def test_sigkill_resumes_without_recalibrating_or_losing_join_state(env: E
     await produce(
         env.stack.bootstrap, env.stack.topics("data.labels"), list(labels(data)), "transactions"
     )
-    closer = rows(809, 1)
-    closer[0]["event_time"] = "2026-01-02T00:00:00Z"
-    closer[0]["transaction_id"] = "closer-kill"
+    closer = later(data, "closer-kill")
     await stream(env, "m-kill", closer, with_labels=True)
     await wait_for(
         lambda: (

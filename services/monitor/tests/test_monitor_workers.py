@@ -95,8 +95,17 @@ async def test_two_workers_split_partitions_and_decide_like_one(stack: Any) -> N
 
     # Both pair workers own partitions (after the group settled).
     async def split() -> bool:
-        assigned = [orjson.loads(_get(p, "/v1/status"))["assignment"] for p in pair]
-        return all(assigned) and not set(assigned[0]) & set(assigned[1])
+        # Input partitions only: standby copies of the other worker's changelogs are assigned too.
+        inputs = (st.topics("predictions"), f"{st.prefix}.monitor.join.v1")
+        assigned = [
+            {
+                tp
+                for tp in orjson.loads(_get(p, "/v1/status"))["assignment"]
+                if tp.rsplit(":", 1)[0] in inputs
+            }
+            for p in pair
+        ]
+        return all(assigned) and not assigned[0] & assigned[1]
 
     await wait_for(split, 60, "both pair workers own partitions")
     data = {
