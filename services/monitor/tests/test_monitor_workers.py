@@ -143,7 +143,10 @@ async def test_two_workers_split_partitions_and_decide_like_one(stack: Any) -> N
             body = e.model_dump(mode="json", exclude={"occurred_at"})
             by_id.setdefault(e.event_id, set()).add(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         assert all(len(bodies) == 1 for bodies in by_id.values()), f"{logical}: contents differ"
+    # Both groups' live metrics reach the same values once each has joined every label.
     for model in MODELS:
-        solo_m = _realised([solo], model)
-        pair_m = _realised(pair, model)
-        assert solo_m and solo_m == pair_m
+        await wait_for(
+            lambda m=model: (s := _realised([solo], m)) and s == _realised(pair, m),
+            90,
+            f"the same live metrics of {model} in both groups",
+        )

@@ -301,11 +301,6 @@ def build(settings: MonitorSettings) -> Monitor:
 
     # -- predictions: drift, estimates, rollout evidence; repartition for the join ------------
 
-    @app.agent(predictions, name="predictions")
-    async def on_predictions(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "predictions", _predictions_message)
-
     async def _predictions_message(event: Any) -> None:
         ev = decode(event, PredictionsLogged)
         assert isinstance(ev, PredictionsLogged)
@@ -353,11 +348,6 @@ def build(settings: MonitorSettings) -> Monitor:
 
     # -- labels: repartition by record id -----------------------------------------------------
 
-    @app.agent(labels, name="labels")
-    async def on_labels(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "labels", _labels_message)
-
     async def _labels_message(event: Any) -> None:
         ev = decode(event, LabelsReceived)
         assert isinstance(ev, LabelsReceived)
@@ -374,11 +364,6 @@ def build(settings: MonitorSettings) -> Monitor:
             await join.send(key=None, value=orjson.dumps({"l": items}), partition=part)
 
     # -- the join -----------------------------------------------------------------------------
-
-    @app.agent(join, name="join")
-    async def on_join(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "join", _join_message)
 
     def _join_state(part: int) -> JoinPartition:
         """This partition's join index, rebuilt from the stored messages when not in memory."""
@@ -444,11 +429,6 @@ def build(settings: MonitorSettings) -> Monitor:
 
     # -- signals: live metrics, retrain episodes, verdicts ------------------------------------
 
-    @app.agent(signals, name="signals")
-    async def on_signals(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "signals", _signal_message)
-
     async def _signal_message(event: Any) -> None:
         sig = orjson.loads(event.value)
         model = sig["model"]
@@ -478,11 +458,6 @@ def build(settings: MonitorSettings) -> Monitor:
 
     # -- registry events: refresh the cache, calibrate new versions ----------------------------
 
-    @app.agent(versions, name="versions")
-    async def on_versions(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "versions", _version_message)
-
     async def _version_message(event: Any) -> None:
         ev = decode(event, ModelVersionRegistered)
         assert isinstance(ev, ModelVersionRegistered)
@@ -495,21 +470,37 @@ def build(settings: MonitorSettings) -> Monitor:
         # Start calibrating now, so the version is watched from its first prediction.
         calibrations.ready(VersionRef(ev.model, ev.version, spec, ref))
 
-    @app.agent(aliases, name="aliases")
-    async def on_aliases(stream: Any) -> None:
-        async for event in stream.events():
-            await process(event, "aliases", _alias_message)
-
     async def _alias_message(event: Any) -> None:
         ev = decode(event, ModelAliasChanged)
         assert isinstance(ev, ModelAliasChanged)
         cache.on_event(ev)
+
+    def _consumer(
+        agent: str, fn: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        async def consume(stream: Any) -> None:
+            async for event in stream.events():
+                await process(event, agent, fn)
+
+        consume.__name__ = consume.__qualname__ = f"on_{agent}"
+        return consume
 
     async def process(event: Any, agent: str, fn: Callable[[Any], Awaitable[None]]) -> None:
         try:
             await guarded(agent, event, lambda: fn(event))
         except _Poison as exc:
             await dead_letter(event, str(exc), 1)
+
+    # One agent per input topic; each message goes through the same retry/dead-letter path.
+    for source, agent, handler in (
+        (predictions, "predictions", _predictions_message),
+        (labels, "labels", _labels_message),
+        (join, "join", _join_message),
+        (signals, "signals", _signal_message),
+        (versions, "versions", _version_message),
+        (aliases, "aliases", _alias_message),
+    ):
+        app.agent(source, name=agent)(_consumer(agent, handler))
 
     # -- lifecycle, rebalances, lag -----------------------------------------------------------
 

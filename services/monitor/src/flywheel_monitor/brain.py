@@ -27,8 +27,8 @@ from .buckets import Buckets
 from .domain.episodes import EpisodeState, Finding, RetrainPolicy
 from .domain.metrics import LabelStats
 from .domain.rollout import ArmStats, RolloutState, judge
-from .metrics import LIVE_COUNT, LIVE_METRIC, RETRAINS, VERDICTS
-from .watch import bucket_of
+from .live import bucket_of, buckets_to_close, floor_findings, report_window
+from .metrics import RETRAINS, VERDICTS
 
 
 @dataclass
@@ -220,19 +220,11 @@ class Brain:
                 continue  # older than the window: nothing would read it
             state.labels.get(arm, bucket).add(scores, labels)
         closable = bucket_of(state.watermark - mon.lateness_s, width) - 1
-        if state.closed is None:
-            first = state.labels.first()
-            state.closed = (first - 1) if first is not None else closable
         out: list[Event] = []
-        # Close only the buckets that hold data, then the last one: a window that ends on an
-        # empty bucket says nothing new, and event time may jump far ahead.
-        ends = sorted(
-            {b for _, bs in state.labels.arms() for b in bs if state.closed < b <= closable}
-            | ({closable} if closable > state.closed else set())
-        )
+        state.closed, ends = buckets_to_close(state.labels, state.closed, closable)
         for end in ends:
             state.closed = end
-            out.extend(self._close(state, state.closed, n_window, spec))
+            out.extend(self._close(state, end, n_window, spec))
         state.labels.drop_through(state.closed - n_window)
         return out
 
@@ -240,41 +232,17 @@ class Brain:
         mon = spec.monitoring
         out: list[Event] = []
         for arm, _ in list(state.labels.arms()):
-            version, route = arm.split("/")
             window = state.labels.window(arm, bucket, n_window)
-            LIVE_COUNT.labels(self.model, version, route, "realised").set(window.count)
-            if window.count == 0:
-                continue
             values = {
                 "accuracy": window.accuracy(),
                 "roc_auc": window.roc_auc(),
                 "log_loss": window.log_loss(),
             }
-            for metric, value in values.items():
-                if value is not None and math.isfinite(value):
-                    LIVE_METRIC.labels(self.model, version, route, metric, "realised").set(value)
+            version, route = report_window(self.model, arm, "realised", window.count, values)
             if route != "production" or window.count < mon.min_labels:
                 continue
-            for metric, floor in mon.min_metric.items():
-                value = values.get(metric)
-                if value is None or not math.isfinite(value):
-                    continue
-                finding = Finding(
-                    kind="metric",
-                    source=f"realised:{metric}",
-                    window_id=bucket,
-                    alarm=value < floor,
-                    value=float(value),
-                    threshold=float(floor),
-                    at=(bucket + 1) * mon.bucket_s,
-                    version=int(version),
-                    cause_event_id=None,
-                    correlation_id=state.correlations.get(version)
-                    or self.correlation_of(int(version)),
-                    higher_is_worse=False,
-                    # Clear only clearly above the floor (hysteresis): 0.7 → 0.76.
-                    clear_threshold=1.0 - 0.8 * (1.0 - float(floor)),
-                )
+            cid = state.correlations.get(str(version)) or self.correlation_of(version)
+            for finding in floor_findings(mon, "realised", bucket, version, values, cid):
                 out.extend(self._finding(state, finding, spec))
         return out
 

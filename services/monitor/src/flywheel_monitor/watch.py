@@ -28,14 +28,13 @@ from .domain.episodes import Finding
 from .domain.metrics import ScoreStats
 from .domain.rollout import ArmStats
 from .drift import Calibration, Detector, DriftReport, make_detector
+from .live import bucket_of, buckets_to_close, floor_findings, report_window
 from .metrics import (
     DRIFT_EVENTS,
     DRIFT_FLAG,
     DRIFT_SAMPLING,
     DRIFT_STATISTIC,
     DRIFT_THRESHOLD,
-    LIVE_COUNT,
-    LIVE_METRIC,
     PREDICTIONS,
 )
 
@@ -66,11 +65,6 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
             continue
         out[k] = max(-1e12, min(1e12, f))
     return out
-
-
-def bucket_of(ts: float, width: float) -> int:
-    """Index of the event-time bucket holding ``ts``."""
-    return int(ts // width)
 
 
 @dataclass
@@ -386,20 +380,11 @@ class Watcher:
                 continue  # later than the allowed lateness: the bucket is closed
             state.scores.get(arm, bucket).add(scores)
         closable = bucket_of(state.watermark - mon.lateness_s, width) - 1
-        if state.closed is None:
-            # The first bucket seen may be partial; it still counts.
-            first = state.scores.first()
-            state.closed = (first - 1) if first is not None else closable
         n_window = max(1, int(mon.window_s // width))
-        # Close only the buckets that hold data, then the last one: a window that ends on an
-        # empty bucket says nothing new, and event time may jump far ahead.
-        ends = sorted(
-            {b for _, bs in state.scores.arms() for b in bs if state.closed < b <= closable}
-            | ({closable} if closable > state.closed else set())
-        )
+        state.closed, ends = buckets_to_close(state.scores, state.closed, closable)
         for end in ends:
             state.closed = end
-            self._close_bucket(state, state.closed, n_window, spec, out)
+            self._close_bucket(state, end, n_window, spec, out)
         state.scores.drop_through(state.closed - n_window)
 
     def _close_bucket(
@@ -407,40 +392,17 @@ class Watcher:
     ) -> None:
         mon = spec.monitoring
         for arm, _ in state.scores.arms():
-            version, route = arm.split("/")
             window = state.scores.window(arm, bucket, n_window)
-            LIVE_COUNT.labels(self.model, version, route, "estimated").set(window.count)
-            if window.count == 0:
-                continue
             values = {
                 "accuracy": window.expected_accuracy(),
                 "roc_auc": window.expected_roc_auc(),
             }
-            for metric, value in values.items():
-                if value is not None and math.isfinite(value):
-                    LIVE_METRIC.labels(self.model, version, route, metric, "estimated").set(value)
+            version, route = report_window(self.model, arm, "estimated", window.count, values)
             if route != "production" or not mon.estimated or window.count < mon.min_predictions:
                 continue
-            vw = state.versions.get(version)
-            for metric, floor in mon.min_metric.items():
-                value = values.get(metric)
-                if value is None or not math.isfinite(value):
-                    continue
-                finding = Finding(
-                    kind="metric",
-                    source=f"estimated:{metric}",
-                    window_id=bucket,
-                    alarm=value < floor,
-                    value=float(value),
-                    threshold=float(floor),
-                    at=(bucket + 1) * mon.bucket_s,
-                    version=int(version),
-                    cause_event_id=None,
-                    correlation_id=vw.correlation_id if vw else None,
-                    higher_is_worse=False,
-                    # Clear only clearly above the floor (hysteresis): 0.7 → 0.76.
-                    clear_threshold=1.0 - 0.8 * (1.0 - float(floor)),
-                )
+            vw = state.versions.get(str(version))
+            cid = vw.correlation_id if vw else None
+            for finding in floor_findings(mon, "estimated", bucket, version, values, cid):
                 out.signals.append({"kind": "finding", "finding": finding.to_dict()})
 
     # -- rollout evidence ---------------------------------------------------------------------
