@@ -247,6 +247,8 @@ def build(settings: MonitorSettings) -> Monitor:
             except Unprocessable as exc:
                 await dead_letter(event, str(exc), attempt)
                 return
+            except _Poison:
+                raise  # not an event at all: no retry helps
             except Exception as exc:  # a bug or bad data: retry, then dead-letter
                 if attempt >= settings.max_attempts:
                     log.error("handler failed, dead-lettering", exc_info=True)

@@ -215,13 +215,18 @@ class Brain:
             if ps:
                 state.rollouts[alias].champ_labels.add(ps, pl)
         floor_bucket = (state.closed - n_window) if state.closed is not None else None
+        late = False
         for (arm, bucket), (scores, labels) in grouped.items():
             if floor_bucket is not None and bucket <= floor_bucket:
                 continue  # older than the window: nothing would read it
             state.labels.get(arm, bucket).add(scores, labels)
+            # Labels come late and in any order: a closed bucket still in the window grows.
+            late = late or (state.closed is not None and bucket <= state.closed)
         closable = bucket_of(state.watermark - mon.lateness_s, width) - 1
         out: list[Event] = []
         state.closed, ends = buckets_to_close(state.labels, state.closed, closable)
+        if late and not ends:
+            ends = [state.closed]  # report the current window again (same window id)
         for end in ends:
             state.closed = end
             out.extend(self._close(state, end, n_window, spec))
