@@ -91,6 +91,13 @@ def main() -> None:
     import river.drift  # noqa: F401
     import scipy.stats  # noqa: F401
 
+    from .drift import alibi_available
+
+    if settings.drift_backend == "alibi" or (
+        settings.drift_backend == "auto" and alibi_available()
+    ):
+        from .drift import alibi_backend  # noqa: F401
+
     from .app import build
 
     monitor = build(settings)

@@ -138,9 +138,19 @@ class Calibrations:
             extra={"model": ref.model, "version": ref.version, "backend": config.backend},
         )
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(
-            self._executor, _calibrate_bytes, ref.reference, config.to_dict()
-        )
+        try:
+            data = await loop.run_in_executor(
+                self._executor, _calibrate_bytes, ref.reference, config.to_dict()
+            )
+        except Exception:
+            # Said at once (the version's rows wait meanwhile); the next look retries.
+            CALIBRATIONS.labels("failed").inc()
+            log.error(
+                "calibration failed",
+                extra={"model": ref.model, "version": ref.version, "backend": config.backend},
+                exc_info=True,
+            )
+            raise
         seconds = time.perf_counter() - started
         CALIBRATION_SECONDS.labels(config.backend).observe(seconds)
         CALIBRATIONS.labels("computed").inc()
