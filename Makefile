@@ -44,7 +44,7 @@ test: install ## Run lint, type checks, the schema check, unit and integration t
 	$(RUN) pytest -m integration
 	@echo "make test: the monitor's drift tests again, with the optional alibi-detect backend (BSL-1.1) installed"
 	$(UV) sync --frozen --all-packages --extra alibi
-	$(RUN) --extra alibi pytest services/monitor/tests/test_drift.py services/monitor/tests/test_drift_alibi.py
+	$(RUN) pytest services/monitor/tests/test_drift.py services/monitor/tests/test_drift_alibi.py
 	$(UV) sync --frozen --all-packages
 
 unit: install ## Run the unit tests only (no network)
@@ -66,7 +66,7 @@ bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates
 
 bench-monitor: install ## Benchmark the monitor: throughput, drift detection delay, false alarms, alert latency
 	$(UV) sync --frozen --all-packages --extra alibi
-	$(RUN) --extra alibi python bench/monitor.py
+	$(RUN) python bench/monitor.py
 
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
