@@ -268,7 +268,6 @@ async def test_covariate_drift_yields_drift_and_exactly_one_retrain(env: Env) ->
     more = rows(202, 9000, drift="covariate", drift_at=3000)[6000:]
     await stream(env, "m-cov", more, with_labels=False)
     await settle(env, "m-cov", 9000, realised=False)
-    await asyncio.sleep(0)  # the drift side publishes before its state commits
     retrains = await events_of(env, "retrain.requested", "m-cov", RetrainRequested)
     assert len(retrains) == 1, [r.reason for r in retrains]
     assert "drift" in retrains[0].reason
