@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import io
 import json
 import signal
@@ -257,7 +258,13 @@ class Poster:
                         assert body["accepted"] == len(recs)
                         self.acked += [r["transaction_id"] for r in recs]
                         break
-                except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                except (
+                    urllib.error.URLError,
+                    http.client.HTTPException,  # e.g. IncompleteRead when the server is killed
+                    ConnectionError,
+                    TimeoutError,
+                    json.JSONDecodeError,
+                ):
                     pass
                 self.retries += 1
                 self.stop.wait(0.1)

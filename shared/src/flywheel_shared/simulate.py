@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import http.client
 import random
 import time
 import urllib.error
@@ -79,7 +80,7 @@ class HttpSink:
                     return result
                 if exc.code < 500 or time.monotonic() > deadline:
                     raise RuntimeError(f"ingest answered {exc.code}: {exc.read()[:300]!r}") from exc
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError):
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ class ServiceProcess:
         try:
             with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
                 return bool(resp.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError):
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> None:
