@@ -22,7 +22,9 @@ def fraud_spec(name: str = "fraud", **training: Any) -> tuple[ModelSpec, dict[st
     """The example fraud spec, renamed, with test-sized training settings."""
     data = yaml.safe_load((ROOT / "examples" / "fraud" / "flywheel.yaml").read_text())
     data["name"] = name
-    data["training"].update({"min_new_rows": 6000, "cooldown_s": 0, "window": {"kind": "all"}})
+    data["training"].update(
+        {"min_new_rows": 6000, "cooldown_s": 0, "fresh_rows": 0, "window": {"kind": "all"}}
+    )
     data["training"].update(training)
     return ModelSpec.model_validate(data), data
 

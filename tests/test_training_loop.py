@@ -211,6 +211,26 @@ async def test_five_triggers_during_a_training_cause_exactly_one_follow_up(stack
     assert info.aliases[spec.rollout.first_alias].version == 2  # the rollout's first step
 
 
+async def test_a_drift_retrain_skips_the_cooldown_and_waits_for_fresh_rows(stack: Stack) -> None:
+    spec, _ = fraud_spec(cooldown_s=3600, fresh_rows=3000)
+    await start(stack, spec)
+    await asyncio.to_thread(post_records, stack)
+    [first] = await events(stack, "training.completed", 1)
+    await publish(stack, RetrainRequested(model="fraud", reason="drift"))
+    # The data the drifting model was trained on would not help: nothing starts yet ...
+    await no_more(stack, "training.started", 2, within=6)
+    await asyncio.to_thread(post_records, stack, 3000, 7)
+    # ... until 3,000 fresh rows are in; the hour of cooldown does not hold a retrain back.
+    started = await events(stack, "training.started", 2)
+    assert isinstance(started[1], TrainingStarted) and started[1].trigger == "retrain"
+    completed = await events(stack, "training.completed", 2)
+    assert isinstance(completed[1], TrainingCompleted) and completed[1].version == 2
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        [_, v2] = await reg.list_versions("fraud")
+    assert v2.lineage.snapshot_rows >= 9000  # trained on the fresh rows too
+    assert isinstance(first, TrainingCompleted) and first.version == 1
+
+
 async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack) -> None:
     spec, data = fraud_spec()
     data["recipe"].update({"entrypoint": "flywheel_test_recipes:slow", "params": {"sleep_s": 5}})

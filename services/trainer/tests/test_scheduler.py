@@ -10,8 +10,8 @@ from flywheel_trainer.scheduler import Scheduler, Trigger
 TP = TopicPartition("t", 0)
 
 
-def trig(offset: int) -> Trigger:
-    return Trigger("retrain", uuid.uuid4(), uuid.uuid4(), TP, offset)
+def trig(offset: int, kind: str = "new_data") -> Trigger:
+    return Trigger(kind, uuid.uuid4(), uuid.uuid4(), TP, offset)
 
 
 async def test_triggers_during_a_run_coalesce_into_one_follow_up() -> None:
@@ -76,3 +76,50 @@ async def test_cooldown_delays_the_next_run() -> None:
     assert s.busy("m")
     await asyncio.wait_for(second.wait(), 5)
     assert times[1] - times[0] >= 0.19
+
+
+async def test_a_retrain_request_does_not_wait_for_the_cooldown() -> None:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    ran = asyncio.Event()
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        times.append(loop.time())
+        ran.set()
+        return True
+
+    s = Scheduler(run, lambda m: 60.0)
+    s.submit("m", trig(0))
+    await s.drain()
+    ran.clear()
+    s.submit("m", trig(1))  # new data: waits the 60 s cooldown
+    await asyncio.sleep(0.05)
+    assert len(times) == 1 and s.busy("m")
+    s.submit("m", trig(2, "retrain"))  # drift: goes now, and covers the waiting data trigger
+    await asyncio.wait_for(ran.wait(), 5)
+    await s.drain()
+    assert len(times) == 2 and times[1] - times[0] < 5
+    assert s.barrier(TP) is None and not s.busy("m")
+
+
+async def test_a_run_that_must_wait_is_retried_early_when_poked() -> None:
+    attempts: list[float] = []
+    ready = False
+    done = asyncio.Event()
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        attempts.append(asyncio.get_running_loop().time())
+        if ready:
+            done.set()
+        return ready
+
+    s = Scheduler(run, lambda m: 0.0, retry_s=60.0)
+    s.submit("m", trig(0, "retrain"))
+    await s.drain()
+    assert len(attempts) == 1 and s.barrier(TP) == 0  # not done: the offset is still owed
+    s.poke("other")  # unknown models are ignored
+    ready = True
+    s.poke("m")  # new data arrived: try again now, not in 60 s
+    await asyncio.wait_for(done.wait(), 5)
+    await s.drain()
+    assert len(attempts) == 2 and s.barrier(TP) is None

@@ -148,7 +148,15 @@ class Training(_Strict):
     """When to train, and on what."""
 
     min_new_rows: int = Field(1000, ge=1)
-    cooldown_s: float = Field(60, ge=0)
+    cooldown_s: float = Field(
+        60, ge=0, description="between two runs that new data or staleness triggers"
+    )
+    fresh_rows: int = Field(
+        0,
+        ge=0,
+        description="a retrain the monitor requests first waits for this many rows to arrive "
+        "(data from after the drift); 0: train at once",
+    )
     max_staleness_s: float | None = Field(None, gt=0)
     window: Window = Window()
     holdout_fraction: float = Field(0.2, gt=0, lt=1)

@@ -114,6 +114,7 @@ class TrainerService:
             if enough_new_rows(spec.training, state, event.total_rows) or self.scheduler.busy(name):
                 # While a run is in progress, new data coalesces into its one follow-up run.
                 self._submit(name, "new_data", event, delivery)
+                self.scheduler.poke(name)  # a retrain waiting for fresh data may go now
 
     async def on_retrain_requested(self, event: RetrainRequested, delivery: Delivery) -> None:
         """Drift, decay or a person asked for a retrain."""
@@ -123,7 +124,15 @@ class TrainerService:
         if event.model not in specs:
             raise ValueError(f"retrain requested for unknown model '{event.model}'")
         kind = "manual" if event.requested_by not in ("monitor", "trainer") else "retrain"
-        self._submit(event.model, kind, event, delivery)
+        min_rows = 0
+        fresh = specs[event.model].training.fresh_rows
+        if kind == "retrain" and fresh:
+            # Retraining at once would fit the data the drifting model was trained on: wait
+            # until ``fresh_rows`` rows arrived after the request.
+            dataset = specs[event.model].dataset.name
+            manifest = await asyncio.to_thread(read_manifest, self.store, dataset)
+            min_rows = manifest.total_rows + fresh
+        self._submit(event.model, kind, event, delivery, min_rows=min_rows)
 
     async def check_staleness(self) -> None:
         """Train models past their ``max_staleness_s`` that have any new rows."""
@@ -137,11 +146,15 @@ class TrainerService:
                 self.scheduler.submit(name, Trigger("staleness", cid, cid))
                 TRIGGERS.labels(name, "staleness").inc()
 
-    def _submit(self, model: str, kind: str, event: Event, delivery: Delivery) -> None:
+    def _submit(
+        self, model: str, kind: str, event: Event, delivery: Delivery, *, min_rows: int = 0
+    ) -> None:
         TRIGGERS.labels(model, kind).inc()
         self.scheduler.submit(
             model,
-            Trigger(kind, event.event_id, event.correlation_id, delivery.tp, delivery.offset),
+            Trigger(
+                kind, event.event_id, event.correlation_id, delivery.tp, delivery.offset, min_rows
+            ),
         )
 
     # -- runs -----------------------------------------------------------------------------
@@ -151,6 +164,13 @@ class TrainerService:
         manifest = await asyncio.to_thread(read_manifest, self.store, spec.dataset.name)
         snapshot = manifest.snapshot_id()
         kinds = {t.kind for t in triggers}
+        need = max(t.min_rows for t in triggers)
+        if manifest.total_rows < need:
+            log.info(
+                "retrain waits for fresh data",
+                extra={"model": model, "rows": manifest.total_rows, "needs": need},
+            )
+            return False
         if kinds <= {"new_data"}:
             # Data that arrived during the previous run coalesced into this one; it may
             # already be covered by what that run trained on.

@@ -1,5 +1,10 @@
 """Per-model run queue: one run at a time, triggers during a run coalesce into one follow-up.
 
+A model's cooldown holds back runs that new data or staleness asks for; a retrain request (the
+monitor's or a person's) does not wait for it. A run that could not happen yet (the registry is
+down, or a retrain still waits for fresh data) is retried after ``retry_s``, or earlier when
+``poke`` says something changed.
+
 It also says which Kafka offsets are still owed work (``barrier``): a trigger's offset is held
 until the run that covers it has finished, so a crash mid-training re-delivers the trigger.
 """
@@ -30,6 +35,11 @@ class Trigger:
     correlation_id: UUID
     tp: TopicPartition | None = None
     offset: int | None = None
+    min_rows: int = 0  # the run waits until the dataset holds this many rows (fresh data)
+
+
+URGENT = frozenset({"retrain", "manual"})
+"""Trigger kinds that do not wait for the model's cooldown."""
 
 
 @dataclass
@@ -37,7 +47,8 @@ class _Queue:
     pending: list[Trigger] = field(default_factory=list)
     covering: list[Trigger] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
-    not_before: float = 0.0
+    not_before: float = 0.0  # cooldown: no data-triggered run before this time
+    retry_at: float = 0.0  # no run at all before this time (the last attempt asked to wait)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -79,14 +90,27 @@ class Scheduler:
         q = self._queues[model]
         if q.task is not None or not q.pending:
             return
-        wait = q.not_before - self.clock()
+        start_at = q.retry_at
+        if not any(t.kind in URGENT for t in q.pending):
+            start_at = max(start_at, q.not_before)
+        wait = start_at - self.clock()
         if wait > 0:
+            if q.timer is not None and q.timer.when() > asyncio.get_running_loop().time() + wait:
+                q.timer.cancel()  # an urgent trigger arrived: wake up earlier
+                q.timer = None
             if q.timer is None:
                 q.timer = asyncio.get_running_loop().call_later(wait, self._wake, model)
             return
         q.covering, q.pending = q.pending, []
         QUEUED.labels(model).set(0)
         q.task = asyncio.create_task(self._run(model, q), name=f"train:{model}")
+
+    def poke(self, model: str) -> None:
+        """Something a waiting run needs may have changed (new data): retry it now."""
+        q = self._queues.get(model)
+        if q is not None and q.retry_at > self.clock():
+            q.retry_at = 0.0
+            self._maybe_start(model)
 
     def _wake(self, model: str) -> None:
         self._queues[model].timer = None
@@ -108,7 +132,7 @@ class Scheduler:
             else:
                 # Keep the triggers (and their offsets) and try again after a pause.
                 q.pending = q.covering + q.pending
-                q.not_before = self.clock() + self.retry_s
+                q.retry_at = self.clock() + self.retry_s
             q.covering = []
             q.task = None
             QUEUED.labels(model).set(len(q.pending))
