@@ -229,3 +229,15 @@ def test_invalid_arguments_are_rejected(kwargs: dict[str, Any]) -> None:
         FraudSimulator(**kwargs)
     with pytest.raises(ValueError):
         FraudSimulator().batch(-1)
+
+
+def test_drift_started_mid_stream_equals_drift_at_from_the_start() -> None:
+    live = FraudSimulator(seed=5, drift="both")
+    before = live.batch(700)  # mid-block: the block drawn so far must be redrawn
+    assert live.start_drift() == 700 and live.drifting
+    after = live.batch(900)
+    planned = FraudSimulator(seed=5, drift="both", drift_at=700)
+    assert before + after == planned.batch(1600)
+    assert after != FraudSimulator(seed=5).batch(1600)[700:]
+    with pytest.raises(ValueError):
+        live.start_drift("sideways")  # type: ignore[arg-type]

@@ -334,6 +334,17 @@ class FraudSimulator:
         """Whether the next record is generated under drift."""
         return self.drift != "none" and self.drift_at is not None and self.emitted >= self.drift_at
 
+    def start_drift(self, drift: Drift | None = None) -> int:
+        """Switch the drift on from the next record (``drift``: its kind, default the
+        constructor's); returns that record's index, the new ``drift_at``."""
+        if drift is not None:
+            if drift not in get_args(Drift):
+                raise ValueError(f"drift must be one of {get_args(Drift)}, got {drift!r}")
+            self.drift = drift
+        self.drift_at = self.emitted
+        self._block = None  # the current block was drawn before the switch
+        return self.emitted
+
     def batch(self, n: int) -> list[dict[str, Any]]:
         """Return the next ``n`` records, fully labelled, and advance ``emitted``."""
         if n < 0:

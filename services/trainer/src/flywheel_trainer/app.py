@@ -64,8 +64,9 @@ class Runtime(KafkaRuntime):
         ]
 
     async def on_start(self) -> None:
-        """Keep the registry cache (model specs) fresh in the background."""
+        """Keep the registry cache (model specs) fresh in the background; warm a worker."""
         self.trainer.cache.start()
+        self.trainer.workers.prepare()
 
     async def on_connected(self) -> None:
         """Start the staleness check (first one period after start-up)."""
@@ -79,6 +80,7 @@ class Runtime(KafkaRuntime):
     async def on_shutdown(self) -> None:
         """Abandon runs in progress: their triggers were not committed and come back."""
         await self.trainer.scheduler.cancel()
+        await self.trainer.workers.close()
         await self.trainer.cache.stop()
         await self.registry.close()
 

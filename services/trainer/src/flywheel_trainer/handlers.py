@@ -27,7 +27,7 @@ from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
 
 from .domain.triggers import TrainedState, enough_new_rows, stale
-from .runner import run_job
+from .runner import WarmWorker
 from .scheduler import Scheduler, Trigger
 from .worker import TrainJob, TrainResult
 
@@ -65,6 +65,7 @@ class TrainerService:
         self.cache = RegistryCache(registry, refresh_s=spec_refresh_s, name="trainer-registry")
         self._state: dict[str, TrainedState] = {}
         self.scheduler = Scheduler(self._run, self._cooldown, retry_s=retry_s)
+        self.workers = WarmWorker()  # the next training's process, imported ahead of time
 
     # -- specs and state ------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class TrainerService:
             registry_token=self.registry_token,
         )
         log.info("training", extra={"model": model, "run_id": run_id, "triggers": len(triggers)})
-        result = await run_job(job, spec.recipe.timeout_s)
+        result = await self.workers.run(job, spec.recipe.timeout_s)
         DURATION.labels(model).observe(result.seconds)
         if result.status == "failed" and result.retryable:
             log.warning(

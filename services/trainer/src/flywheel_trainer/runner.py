@@ -1,8 +1,15 @@
-"""Start a worker process for a job, with a timeout."""
+"""Start a worker process for a job, with a timeout; optionally one started ahead of time.
+
+A worker's imports (pandas, scikit-learn, pyarrow, ...) take seconds, ten and more on a busy
+small machine. ``WarmWorker`` starts the next worker while the service is idle, so it has
+imported everything when a job comes; each job still runs in a process of its own, which
+exits afterwards.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -10,24 +17,36 @@ from pathlib import Path
 
 from .worker import TrainJob, TrainResult
 
+Process = asyncio.subprocess.Process
 
-async def run_job(job: TrainJob, timeout_s: float) -> TrainResult:
-    """Run ``job`` in ``python -m flywheel_trainer.worker``; kill it past ``timeout_s``."""
+
+async def _spawn(*args: str, stdin: int | None = None) -> Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flywheel_trainer.worker",
+        *args,
+        stdin=stdin,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_job(job: TrainJob, timeout_s: float, warm: Process | None = None) -> TrainResult:
+    """Run ``job`` in ``python -m flywheel_trainer.worker``; kill it past ``timeout_s``.
+
+    ``warm``: a worker started with ``--serve`` that waits for its job on stdin.
+    """
     with tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json(by_alias=True))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flywheel_trainer.worker",
-            str(job_path),
-            str(out_path),
-            str(os.getpid()),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        if warm is not None:
+            proc, given = warm, f"{job_path}\t{out_path}\n".encode()
+        else:
+            proc = await _spawn(str(job_path), str(out_path), str(os.getpid()))
+            given = None
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+            _, stderr = await asyncio.wait_for(proc.communicate(given), timeout_s)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -42,3 +61,44 @@ async def run_job(job: TrainJob, timeout_s: float) -> TrainResult:
                 status="failed", error=f"worker exited with {proc.returncode}: {tail}"
             )
         return TrainResult.model_validate_json(out_path.read_text())
+
+
+class WarmWorker:
+    """Keeps one worker process started and imported ahead of the next job."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Task[Process] | None = None
+        self.used = 0  # jobs that found a warm worker (for tests and metrics)
+
+    def prepare(self) -> None:
+        """Start the next worker in the background (no-op if one is ready or starting)."""
+        if self._next is None:
+            self._next = asyncio.create_task(
+                _spawn("--serve", str(os.getpid()), stdin=asyncio.subprocess.PIPE)
+            )
+
+    async def run(self, job: TrainJob, timeout_s: float) -> TrainResult:
+        """Run ``job`` on the warm worker if it is alive, else on a fresh one; then prepare."""
+        warm: Process | None = None
+        if self._next is not None:
+            task, self._next = self._next, None
+            with contextlib.suppress(Exception):
+                proc = await task
+                warm = proc if proc.returncode is None else None
+        if warm is not None:
+            self.used += 1
+        try:
+            return await run_job(job, timeout_s, warm)
+        finally:
+            self.prepare()
+
+    async def close(self) -> None:
+        """Stop the worker waiting for a job."""
+        task, self._next = self._next, None
+        if task is None:
+            return
+        with contextlib.suppress(Exception):
+            proc = await task
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -307,15 +307,46 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+#: What a warm worker (``--serve``) imports before it waits: what recipes usually need.
+PRELOAD = ("sklearn.linear_model", "sklearn.ensemble", "sklearn.pipeline", "sklearn.compose")
+
+
+def _serve(parent: int) -> list[str] | None:
+    """Warm mode: import ahead, then read ``JOB<TAB>OUT`` from stdin (None: nothing came)."""
+    for name in (
+        *PRELOAD,
+        *filter(None, os.environ.get("FLYWHEEL_TRAINER_PRELOAD", "").split(",")),
+    ):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError:
+            pass
+    line = sys.stdin.readline().strip()
+    if not line:
+        return None
+    job_path, out_path = line.split("\t")
+    return [job_path, out_path, str(parent)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
     args = argv if argv is not None else sys.argv[1:]
+    warm = len(args) == 2 and args[0] == "--serve"
+    if warm:
+        _exit_with_parent(int(args[1]))
+        served = _serve(int(args[1]))
+        if served is None:
+            return 0
+        args = served
     if len(args) != 3:
         print(
-            "usage: python -m flywheel_trainer.worker JOB.json OUT.json PARENT_PID", file=sys.stderr
+            "usage: python -m flywheel_trainer.worker JOB.json OUT.json PARENT_PID\n"
+            "       python -m flywheel_trainer.worker --serve PARENT_PID  (job on stdin)",
+            file=sys.stderr,
         )
         return 2
-    _exit_with_parent(int(args[2]))
+    if not warm:
+        _exit_with_parent(int(args[2]))
     job = TrainJob.model_validate_json(Path(args[0]).read_text())
     started = time.perf_counter()
     try:
