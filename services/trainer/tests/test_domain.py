@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from flywheel_fraud.simulator import FraudSimulator
+from flywheel_shared.datasets import SegmentEntry
 from flywheel_shared.spec import Gate, Training, Window, load_spec
-from flywheel_trainer.domain.dataset import training_split
+from flywheel_trainer.domain.dataset import training_split, window_segments
 from flywheel_trainer.domain.evaluation import (
     apply_gates,
     compute_metrics,
@@ -99,3 +100,39 @@ def test_trigger_policy() -> None:
     assert not stale(policy, TrainedState(rows=10, at=now - timedelta(seconds=61)), now, 10)
     assert not stale(policy, TrainedState(rows=10, at=now - timedelta(seconds=5)), now, 500)
     assert not stale(Training(), TrainedState(), now, 500)
+
+
+def test_a_last_rows_window_reads_only_the_segments_it_needs() -> None:
+    df = frame(4000)
+    # Four partitions sealing in turn: segments overlap in event time, one arrives late.
+    chunks = [df.iloc[i::4].iloc[j : j + 100] for j in range(0, 1000, 100) for i in range(4)]
+    chunks.append(chunks.pop(5))  # an old segment committed last
+    segs, frames = [], {}
+    for n, chunk in enumerate(chunks):
+        sid = f"s{n}"
+        frames[sid] = chunk
+        segs.append(
+            SegmentEntry(
+                segment_id=sid,
+                key=sid,
+                uri=sid,
+                content_hash=sid,
+                rows=len(chunk),
+                partition=0,
+                first_offset=0,
+                last_offset=0,
+                event_ids=[],
+                created_at=datetime.now(UTC),
+                min_event_time=chunk["event_time"].min(),
+                max_event_time=chunk["event_time"].max(),
+            )
+        )
+    window = Window(kind="last_rows", value=700)
+    needed = window_segments(segs, window)
+    assert 7 <= len(needed) < len(segs) and "s39" not in {s.segment_id for s in needed}
+    part = training_split(SPEC, pd.concat([frames[s.segment_id] for s in needed]), window)
+    whole = training_split(SPEC, df, window)
+    pd.testing.assert_frame_equal(part.train, whole.train)
+    pd.testing.assert_frame_equal(part.holdout, whole.holdout)
+    assert window_segments(segs, Window(kind="all")) == segs
+    assert window_segments(segs, Window(kind="last_rows", value=10**6)) == segs

@@ -188,11 +188,15 @@ class TrainerService:
         run_id = str(
             derived_id("training", model, snapshot, *sorted(str(t.event_id) for t in triggers))
         )
-        correlation = triggers[0].correlation_id
         kind = next(
             k
             for k in ("manual", "retrain", "new_data", "staleness")
             if k in kinds or k == "staleness"
+        )
+        # The run continues the loop iteration of its most significant trigger: a retrain
+        # carries the drifted version's correlation id, data that piled up meanwhile does not.
+        correlation = next(
+            (t.correlation_id for t in triggers if t.kind == kind), triggers[0].correlation_id
         )
         try:
             existing = [v for v in await self.registry.list_versions(model) if v.run_id == run_id]

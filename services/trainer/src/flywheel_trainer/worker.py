@@ -41,7 +41,7 @@ from flywheel_shared.registry import (
 from flywheel_shared.spec import ModelSpec, Window
 from flywheel_shared.storage import ObjectStore
 
-from .domain.dataset import Split, training_split
+from .domain.dataset import Split, training_split, window_segments
 from .domain.evaluation import apply_gates, compute_metrics
 
 REFERENCE_ROWS = 2000
@@ -207,7 +207,7 @@ async def train(job: TrainJob) -> TrainResult:
         manifest = await asyncio.to_thread(read_manifest, store, spec.dataset.name)
         segments = snapshot_segments(manifest, snapshot)
         snap_id = manifest.snapshot_id(len(segments))
-        frame = await asyncio.to_thread(read_frame, store, segments)
+        frame = await asyncio.to_thread(read_frame, store, window_segments(segments, window))
         split = training_split(spec, frame, window, fraction)
         model, metrics, scores = await asyncio.to_thread(
             fit_and_evaluate, spec, split, entrypoint, params, seed

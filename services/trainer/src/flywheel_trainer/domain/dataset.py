@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
+from flywheel_shared.datasets import SegmentEntry
 from flywheel_shared.spec import ModelSpec, Window
 
 
@@ -60,3 +62,28 @@ def training_split(
         "holdout_to": str(holdout[time_col].max()),
     }
     return Split(train, holdout, info)
+
+
+def window_segments(segments: Sequence[SegmentEntry], window: Window) -> list[SegmentEntry]:
+    """The segments that can hold rows of a ``last_rows`` window; all segments otherwise.
+
+    Reading only these gives the same window as reading the whole snapshot: take the newest
+    segments (by their latest event time) until they hold ``value`` rows; the window's oldest
+    row is no older than the oldest row among them (``cutoff``), so any other segment whose
+    latest row is at or after ``cutoff`` may hold window rows too and is kept.
+    """
+    if window.kind != "last_rows" or not window.value:
+        return list(segments)
+    if any(s.min_event_time is None or s.max_event_time is None for s in segments):
+        return list(segments)
+    newest = sorted(segments, key=lambda s: s.max_event_time, reverse=True)
+    rows, taken = 0, []
+    for seg in newest:
+        taken.append(seg)
+        rows += seg.rows
+        if rows >= window.value:
+            break
+    else:
+        return list(segments)
+    cutoff = min(s.min_event_time for s in taken)
+    return [s for s in segments if s.max_event_time >= cutoff]
