@@ -14,8 +14,11 @@ install: ## Install uv if missing, then every package from the lock file (uv.loc
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --all-packages
 
-up: install ## Run the loop demo: Kafka, registry, ingest, trainer, serving; data → trained model → served
-	$(RUN) python deploy/local/up.py
+up: install ## The closed-loop demo: five services, drift → retrain → canary → promote, live view, report
+	$(RUN) flywheel up $(UP_ARGS)
+
+up-explore: install ## The demo, then keep the stack up with the commands to explore it (Ctrl-C stops)
+	$(RUN) flywheel up --keep-running $(UP_ARGS)
 
 kafka: install ## Start a local Kafka 4.x broker (KRaft) on 127.0.0.1:$(KAFKA_PORT), jars from Maven Central
 	$(RUN) python -m flywheel_shared.devkafka start --port $(KAFKA_PORT)
@@ -38,7 +41,7 @@ serving: install ## Run serving (BentoML) in the foreground on :8000 (needs the 
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src
+	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src deploy/local/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m integration
@@ -71,4 +74,4 @@ bench-monitor: install ## Benchmark the monitor: throughput, drift detection del
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
 
-.PHONY: help install up kafka kafka-stop ingest registry monitor serving test unit lint fmt schemas bench bench-monitor clean
+.PHONY: help install up up-explore kafka kafka-stop ingest registry monitor serving test unit lint fmt schemas bench bench-monitor clean

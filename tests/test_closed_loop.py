@@ -1,0 +1,83 @@
+"""The closed loop end to end, as `make up` runs it, shortened: real Kafka, five real services.
+
+Drift → detection → exactly one retrain → v2 through shadow and canary to all traffic →
+accuracy back; one correlation id from the triggering data batch to the verdicts; not one
+failed client request.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from flywheel_local.record import RunRecord, loop_latency, outcome
+from flywheel_local.scenario import Observer, Scenario, bring_up, demo_spec, run
+from flywheel_local.stack import LocalStack
+from flywheel_shared.events import (
+    BatchCommitted,
+    ModelAliasChanged,
+    RetrainRequested,
+    RolloutVerdict,
+    TrainingStarted,
+)
+from flywheel_shared.ops import trace
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.timeout(900)
+async def test_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    stack = LocalStack(tmp_path / "run", kafka_bootstrap)
+    spec = demo_spec(ROOT)
+    rec = RunRecord(model=spec.name, started=time.time())
+    lines: list[str] = []
+    observer = Observer(stack, rec, lambda e: None)
+    try:
+        await bring_up(stack, spec, lines.append)
+        await observer.start()
+        await run(Scenario(warmup_s=8, recover_s=8), stack, spec, rec, lines.append)
+        lat = loop_latency(rec)
+        out = outcome(rec, lat)
+        # One retrain for the episode (several findings may confirm it), then v2 everywhere.
+        assert out.drift_findings >= 1, "the drift was not detected"
+        assert out.retrain_requests == 1
+        assert lat is not None and lat.complete and lat.new_version == 2, lat
+        assert rec.production() == 2
+        # Accuracy (ROC AUC and accuracy at 0.5) fell under the drift and came back.
+        assert out.during.roc_auc < out.before.roc_auc - 0.2, out
+        assert out.after.roc_auc >= out.before.roc_auc - 0.02, out
+        assert out.after.accuracy >= out.before.accuracy - 0.02, out
+        assert out.after.n > 500
+        assert out.failed_requests == 0, rec.failures
+        assert out.requests > 1000
+
+        # The audit trail: one correlation id from the data batch to the verdicts.
+        [retrain] = [e for e in rec.of(TrainingStarted) if e.trigger == "retrain"]
+        trail = await trace.collect(stack.kafka, correlation_id=retrain.correlation_id)
+        kinds = [s.type for s in trail.steps]
+        first = {k: kinds.index(k) for k in reversed(kinds)}
+        assert first["data.batch.committed"] < first["training.started"]
+        assert first["training.completed"] < first["model.alias.changed"]
+        assert first["model.alias.changed"] < first["retrain.requested"]
+        assert first["retrain.requested"] < first["rollout.verdict"]
+        events = [s.event for s in trail.steps]
+        batches = [e for e in events if isinstance(e, BatchCommitted)]
+        assert len(batches) == 1  # the batch that triggered v1
+        assert [e.trigger for e in events if isinstance(e, TrainingStarted)] == [
+            "new_data",
+            "retrain",
+        ]
+        assert len([e for e in events if isinstance(e, RetrainRequested)]) == 1
+        moves = [(e.alias, e.version) for e in events if isinstance(e, ModelAliasChanged)]
+        assert moves[0] == ("production", 1) and moves[-1] == ("production", 2)
+        assert ("shadow", 2) in moves and ("canary", 2) in moves
+        verdicts = [e.decision for e in events if isinstance(e, RolloutVerdict)]
+        assert "promote" in verdicts and "rollback" not in verdicts
+    finally:
+        await observer.stop()
+        stack.stop()
