@@ -227,3 +227,33 @@ def test_the_report_is_one_html_file_with_its_charts(tmp_path: Path) -> None:
     assert (tmp_path / "run.json").exists()
     marks = [label for _, label, _ in report.marks(rec)]
     assert marks[:2] == ["drift injected", "drift detected"] and "production v2" in marks
+
+
+def test_the_live_view_draws_every_panel_and_lists_the_decisions() -> None:
+    from rich.console import Console
+
+    from flywheel_local.live import View
+
+    rec = record()
+    rec.samples = [Sample(T0, {"v1/production/roc_auc/estimated": 0.9}, {1: 2.5}, 5.0)]
+    rec.health = {"registry": "ready", "serving": "unreachable"}
+    rec.topic_counts = {"predictions": 1234}
+    console = Console(width=140, record=True)
+    view = View(rec, console, live=False)
+    for e in rec.events:
+        view.event(e)
+    printed = console.export_text()
+    assert "drift on v1: amount (cvm)" in printed and "production → v2" in printed
+    console.print(view.render(), height=40)
+    screen = console.export_text()
+    for text in (
+        "services",
+        "unreachable",
+        "1,234",
+        "versions and aliases",
+        "v1 estimated",
+        "2.50 / 5.00",
+        "decisions",
+        "canary → v2 (25%)",
+    ):
+        assert text in screen, text

@@ -202,14 +202,14 @@ class View:
             by_version.setdefault(s.version, []).append(s)
         for v, rows in sorted(by_version.items()):
             q = Quality.of(rows)
-            t.add_row(f"v{v} (truth, 10 s)", f"{q.roc_auc:.3f}", f"{q.accuracy:.3f}")
+            t.add_row(f"v{v} truth (10 s)", f"{q.roc_auc:.3f}", f"{q.accuracy:.3f}")
         if self.rec.samples:
             last = self.rec.samples[-1]
             for key, value in sorted(last.metrics.items()):
                 version, route, metric, kind = key.split("/")
                 if route == "production" and metric == "roc_auc":
-                    t.add_row(f"{version} monitor, {kind}", f"{value:.3f}", "")
+                    t.add_row(f"{version} {kind}", f"{value:.3f}", "")
             for v, stat in sorted(last.drift.items()):
                 thr = f" / {last.threshold:.2f}" if last.threshold is not None else ""
-                t.add_row(f"v{v} drift statistic", f"{stat:.2f}{thr}", "")
+                t.add_row(f"v{v} drift", f"{stat:.2f}{thr}", "")
         return Panel(t, title="live accuracy and drift")

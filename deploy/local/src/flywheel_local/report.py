@@ -136,7 +136,8 @@ def chart_drift(rec: RunRecord, t0: float) -> str:
     if thresholds:
         ax.axhline(thresholds[-1], color="tab:red", lw=1, label="alarm threshold")
     ax.set_xlabel("seconds since start")
-    ax.set_ylabel("drift statistic (normalised)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylabel("drift statistic (normalised, log)")
     ax.grid(alpha=0.3)
     _mark(ax, rec, t0, labels=False)
     ax.legend(fontsize=7, loc="upper left")

@@ -33,6 +33,7 @@ from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import Event, ModelAliasChanged
 from flywheel_shared.kafka.consumer import ConsumerConfig, Delivery, EventConsumer
 from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.ops import trace
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.topics import TOPICS, TopicNamer
@@ -42,20 +43,8 @@ from .stack import SERVICES, LocalStack
 
 log = logging.getLogger(__name__)
 
-#: Topics whose events are decisions of the loop (what the timeline and the trace show).
-DECISIONS = [
-    "data.batch.committed",
-    "data.rejected",
-    "training.started",
-    "training.completed",
-    "training.failed",
-    "model.version.registered",
-    "model.alias.changed",
-    "drift.detected",
-    "retrain.requested",
-    "rollout.verdict",
-    "deadletter",
-]
+#: Topics whose events are decisions of the loop (what the trace shows), and the warnings.
+DECISIONS = [*trace.DECISION_TOPICS, "data.rejected", "deadletter"]
 #: Every topic whose message count the live view shows.
 COUNTED = ["data.raw", "data.validated", "data.labels", "predictions", *DECISIONS]
 
@@ -288,12 +277,14 @@ class Observer:
         self.http = httpx.AsyncClient(timeout=5)
         self._tasks: list[asyncio.Task[None]] = []
         self._offsets: AIOKafkaConsumer | None = None
+        self._started = False
 
     async def _handle(self, event: Event, _: Delivery) -> None:
         self.rec.events.append(event)
         self.on_event(event)
 
     async def start(self) -> None:
+        self._started = True
         await self.producer.start()
         await self.consumer.start()
         self._offsets = AIOKafkaConsumer(
@@ -364,6 +355,9 @@ class Observer:
         self.rec.health = dict(await asyncio.gather(*(one(n) for n in SERVICES)))
 
     async def stop(self) -> None:
+        await self.http.aclose()
+        if not self._started:
+            return
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -371,7 +365,6 @@ class Observer:
         await self.producer.stop()
         if self._offsets is not None:
             await self._offsets.stop()
-        await self.http.aclose()
 
 
 async def bring_up(stack: LocalStack, spec: ModelSpec, say: Callable[[str], None]) -> None:

@@ -78,6 +78,9 @@ class LocalStack:
                 "FLYWHEEL_MONITOR_APP_ID": f"monitor-{self.prefix}",
                 "FLYWHEEL_MONITOR_DRIFT_BACKEND": "permissive",
                 "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": "1",
+                # 2·10^4 bootstrap draws instead of 10^5: a calibration in seconds, not a
+                # minute, on a busy laptop (the thresholds' tail fit needs far fewer).
+                "FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP": "20000",
             },
         }
         for name in SERVICES:
