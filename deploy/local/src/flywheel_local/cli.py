@@ -34,7 +34,11 @@ async def show_trace(console: Console, stack: LocalStack, cid: UUID) -> None:
         console.print(f"[yellow]could not read the audit trail back: {exc}[/]")
         return
     console.rule(f"[bold]audit trail of the loop: flywheel trace {cid}")
+    held = [s for s in trail.steps if getattr(s.event, "decision", None) == "hold"]
+    trail.steps = [s for s in trail.steps if getattr(s.event, "decision", None) != "hold"]
     trace.render(console, trail)
+    if held:
+        console.print(f"({len(held)} verdicts 'hold' left out here; flywheel trace lists them)")
 
 
 @click.command("up", context_settings={"help_option_names": ["-h", "--help"]})

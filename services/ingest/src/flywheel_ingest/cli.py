@@ -121,7 +121,13 @@ class _Client:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dataset", "-d", required=True, help="Dataset name (its contract must exist).")
 @click.option(
-    "--url", default="http://127.0.0.1:8000", show_default=True, envvar="FLYWHEEL_INGEST_URL"
+    "--ingest-url",
+    "--url",
+    "url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    envvar="FLYWHEEL_INGEST_URL",
+    help="Ingest's HTTP API (env FLYWHEEL_INGEST_URL).",
 )
 @click.option("--batch-size", type=int, default=500, show_default=True, help="Records per request.")
 @click.option(

@@ -35,6 +35,12 @@ def _calibrate_bytes(reference: bytes, config: dict[str, object]) -> bytes:
     return calibrate(frame, DriftConfig.from_dict(config)).to_bytes()
 
 
+def _warm_up() -> None:
+    """Runs first in each pool process: its imports (pandas, scipy, river) cost seconds, paid
+    at start-up rather than when the first version needs its detectors."""
+    from . import drift  # noqa: F401
+
+
 @dataclass(frozen=True)
 class VersionRef:
     """What calibration needs to know about a version."""
@@ -64,8 +70,12 @@ class Calibrations:
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self._executor = executor or ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_warm_up,
         )
+        if executor is None:
+            self._executor.submit(int)  # start the processes now (a pool starts them lazily)
         self._memory: dict[str, Calibration] = {}
         self._jobs: dict[str, asyncio.Task[Calibration | None]] = {}
 

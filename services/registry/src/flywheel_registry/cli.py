@@ -80,7 +80,9 @@ def _metrics(metrics: dict[str, float], limit: int = 3) -> str:
 
 @click.group("models")
 @click.option(
+    "--registry-url",
     "--url",
+    "url",
     envvar="FLYWHEEL_REGISTRY_URL",
     default=DEFAULT_URL,
     show_default=True,
