@@ -408,6 +408,7 @@ async def run(
             sc.v1_timeout_s,
             "a first version in production",
         )
+        _alive(stream)
         v1 = rec.production()
         rec.phase = f"waiting for serving to answer with v{v1}"
         await wait_serving(traffic, spec, v1, sc.v1_timeout_s)
@@ -435,6 +436,7 @@ async def run(
             sc.loop_timeout_s,
             "a retrained version serving all traffic",
         )
+        _alive(stream)
         rec.phase = f"v{rec.production()} serves all traffic; recovery for {sc.recover_s:.0f} s"
         say(f"v{rec.production()} serves all traffic")
         await asyncio.sleep(sc.recover_s)
@@ -447,6 +449,13 @@ async def run(
     if stream.done() and stream.exception() is not None:
         raise LoopFailed(f"the traffic generator failed: {stream.exception()!r}")
     return rec
+
+
+def _alive(stream: asyncio.Task[None]) -> None:
+    """Stop waiting at once when the traffic generator died."""
+    if stream.done():
+        exc = None if stream.cancelled() else stream.exception()
+        raise LoopFailed(f"the traffic generator stopped: {exc!r}")
 
 
 async def wait_calibrated(
