@@ -14,6 +14,8 @@ import asyncio
 import io
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +39,16 @@ def _calibrate_bytes(reference: bytes, config: dict[str, object]) -> bytes:
 
 def _warm_up() -> None:
     """Runs first in each pool process: its imports (pandas, scipy, river) cost seconds, paid
-    at start-up rather than when the first version needs its detectors."""
+    at start-up rather than when the first version needs its detectors. The process also ends
+    when the monitor dies, even by SIGKILL (a pool process would otherwise wait forever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-monitor").start()
     from . import drift  # noqa: F401
 
 
