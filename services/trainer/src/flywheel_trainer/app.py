@@ -14,6 +14,7 @@ from flywheel_shared.runtime import KafkaRuntime
 from flywheel_shared.storage import ObjectStore
 
 from .handlers import TrainerService
+from .kube import KubernetesExecutor
 from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ class Runtime(KafkaRuntime):
             registry_token=settings.registry_token,
             spec_refresh_s=settings.spec_refresh_s,
             retry_s=settings.retry_s,
+            executor=(
+                KubernetesExecutor(settings, ObjectStore(settings.storage.uri))
+                if settings.executor == "kubernetes"
+                else None
+            ),
         )
 
     def make_consumers(self) -> list[EventConsumer]:

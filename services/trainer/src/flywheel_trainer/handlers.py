@@ -27,7 +27,7 @@ from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
 
 from .domain.triggers import TrainedState, enough_new_rows, stale
-from .runner import WarmWorker
+from .runner import Executor, WarmWorker
 from .scheduler import Scheduler, Trigger
 from .worker import TrainJob, TrainResult
 
@@ -56,6 +56,7 @@ class TrainerService:
         registry_token: str | None = None,
         spec_refresh_s: float = 30.0,
         retry_s: float = 5.0,
+        executor: Executor | None = None,
     ) -> None:
         self.registry = registry
         self.producer = producer
@@ -65,7 +66,8 @@ class TrainerService:
         self.cache = RegistryCache(registry, refresh_s=spec_refresh_s, name="trainer-registry")
         self._state: dict[str, TrainedState] = {}
         self.scheduler = Scheduler(self._run, self._cooldown, retry_s=retry_s)
-        self.workers = WarmWorker()  # the next training's process, imported ahead of time
+        # Local: the next training's process, imported ahead of time; or Kubernetes Jobs.
+        self.workers: Executor = executor or WarmWorker()
 
     # -- specs and state ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from .worker import TrainJob, TrainResult
 
@@ -61,6 +62,16 @@ async def run_job(job: TrainJob, timeout_s: float, warm: Process | None = None) 
                 status="failed", error=f"worker exited with {proc.returncode}: {tail}"
             )
         return TrainResult.model_validate_json(out_path.read_text())
+
+
+class Executor(Protocol):
+    """Where a training job's process runs (``WarmWorker`` locally, or Kubernetes Jobs)."""
+
+    def prepare(self) -> None: ...
+
+    async def run(self, job: TrainJob, timeout_s: float) -> TrainResult: ...
+
+    async def close(self) -> None: ...
 
 
 class WarmWorker:

@@ -328,9 +328,40 @@ def _serve(parent: int) -> list[str] | None:
     return [job_path, out_path, str(parent)]
 
 
+def _from_store(prefix: str) -> int:
+    """Kubernetes Job mode: ``PREFIX/job.json`` from the store in, ``PREFIX/result.json`` out.
+
+    The store is ``FLYWHEEL_STORAGE_URI``; the registry token (kept out of the stored job)
+    comes from ``FLYWHEEL_TRAINER_REGISTRY_TOKEN``.
+    """
+    store = ObjectStore(os.environ["FLYWHEEL_STORAGE_URI"])
+    job = TrainJob.model_validate_json(store.get(f"{prefix}/job.json"))
+    if job.registry_token is None and os.environ.get("FLYWHEEL_TRAINER_REGISTRY_TOKEN"):
+        job = job.model_copy(
+            update={"registry_token": os.environ["FLYWHEEL_TRAINER_REGISTRY_TOKEN"]}
+        )
+    result = _execute(job)
+    store.put(f"{prefix}/result.json", result.model_dump_json().encode())
+    return 0 if result.status != "failed" else 1
+
+
+def _execute(job: TrainJob) -> TrainResult:
+    started = time.perf_counter()
+    try:
+        result = asyncio.run(train(job))
+    except RegistryUnavailable as exc:
+        result = TrainResult(status="failed", error=str(exc), retryable=True)
+    except Exception as exc:
+        tb = traceback.format_exc(limit=8)
+        result = TrainResult(status="failed", error=f"{type(exc).__name__}: {exc}\n{tb}")
+    return result.model_copy(update={"seconds": time.perf_counter() - started})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
     args = argv if argv is not None else sys.argv[1:]
+    if len(args) == 2 and args[0] == "--from-store":
+        return _from_store(args[1])
     warm = len(args) == 2 and args[0] == "--serve"
     if warm:
         _exit_with_parent(int(args[1]))
@@ -348,16 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if not warm:
         _exit_with_parent(int(args[2]))
     job = TrainJob.model_validate_json(Path(args[0]).read_text())
-    started = time.perf_counter()
-    try:
-        result = asyncio.run(train(job))
-    except RegistryUnavailable as exc:
-        result = TrainResult(status="failed", error=str(exc), retryable=True)
-    except Exception as exc:
-        tb = traceback.format_exc(limit=8)
-        result = TrainResult(status="failed", error=f"{type(exc).__name__}: {exc}\n{tb}")
-    result = result.model_copy(update={"seconds": time.perf_counter() - started})
-    Path(args[1]).write_text(result.model_dump_json())
+    Path(args[1]).write_text(_execute(job).model_dump_json())
     return 0
 
 
