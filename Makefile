@@ -44,7 +44,7 @@ test: install ## Run lint, type checks, the schema check, unit and integration t
 	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src deploy/local/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
-	$(RUN) pytest -m integration
+	$(RUN) pytest -m "integration and not kube"
 	@echo "make test: the monitor's drift tests again, with the optional alibi-detect backend (BSL-1.1) installed"
 	$(UV) sync --frozen --all-packages --extra alibi
 	$(RUN) pytest services/monitor/tests/test_drift.py services/monitor/tests/test_drift_alibi.py
@@ -64,6 +64,13 @@ fmt: install ## Format the code and apply safe lint fixes
 schemas: install ## Regenerate the JSON Schema of every event into shared/schemas/
 	$(RUN) flywheel schemas
 
+deploy-check: install ## Check every deploy file with the real tools (helm, kubeconform, promtool, kube-apiserver); installs them
+	bash deploy/check.sh
+
+observability: install ## Check the Prometheus rules (promtool) and the Grafana dashboards
+	$(RUN) python deploy/checks/observability.py
+	$(RUN) pytest -p no:cacheprovider deploy/checks/test_observability.py
+
 bench: install ## Benchmark ingest against a raw Kafka producer (measures; gates nothing)
 	$(RUN) python bench/ingest.py
 
@@ -74,4 +81,4 @@ bench-monitor: install ## Benchmark the monitor: throughput, drift detection del
 clean: ## Remove local state (.flywheel/: broker data, datasets, logs)
 	rm -rf .flywheel
 
-.PHONY: help install up up-explore kafka kafka-stop ingest registry monitor serving test unit lint fmt schemas bench bench-monitor clean
+.PHONY: help install up up-explore deploy-check observability kafka kafka-stop ingest registry monitor serving test unit lint fmt schemas bench bench-monitor clean

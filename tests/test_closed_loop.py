@@ -7,14 +7,18 @@ failed client request.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from flywheel_local.record import RunRecord, loop_latency, outcome
 from flywheel_local.scenario import Observer, Scenario, bring_up, demo_spec, run
-from flywheel_local.stack import LocalStack
+from flywheel_local.stack import SERVICES, LocalStack
 from flywheel_shared.events import (
     BatchCommitted,
     ModelAliasChanged,
@@ -40,7 +44,9 @@ async def test_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(
     try:
         await bring_up(stack, spec, lines.append)
         await observer.start()
-        await run(Scenario(warmup_s=8, recover_s=8), stack, spec, rec, lines.append)
+        # Generous deadlines: a loaded CI machine slows the stream, not the logic under test.
+        sc = Scenario(warmup_s=8, recover_s=8, v1_timeout_s=240, loop_timeout_s=300)
+        await run(sc, stack, spec, rec, lines.append)
         lat = loop_latency(rec)
         out = outcome(rec, lat)
         # One retrain for the episode (several findings may confirm it), then v2 everywhere.
@@ -78,6 +84,44 @@ async def test_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(
         assert ("shadow", 2) in moves and ("canary", 2) in moves
         verdicts = [e.decision for e in events if isinstance(e, RolloutVerdict)]
         assert "promote" in verdicts and "rollback" not in verdicts
+
+        # Every metric the alert rules and dashboards name is served by a running service.
+        served = await served_metric_names(stack)
+        wanted = {m for m in observability().referenced_metrics() if m.startswith("flywheel_")}
+        missing = {m for m in wanted if family(m) not in served}
+        assert not missing, f"named by rules/dashboards but served by no service: {missing}"
     finally:
         await observer.stop()
         stack.stop()
+
+
+def observability() -> Any:
+    """``deploy/checks/observability.py`` (a script, not a package)."""
+    path = ROOT / "deploy" / "checks" / "observability.py"
+    spec = importlib.util.spec_from_file_location("observability", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["observability"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def family(sample: str) -> str:
+    """The metric family a sample name belongs to (``x_total`` → ``x``, ``h_bucket`` → ``h``)."""
+    for suffix in ("_total", "_bucket", "_count", "_sum", "_created"):
+        if sample.endswith(suffix):
+            return sample[: -len(suffix)]
+    return sample
+
+
+async def served_metric_names(stack: LocalStack) -> set[str]:
+    """Families on the five services' ``/metrics`` (``# TYPE`` lines: also never observed ones)."""
+    names: set[str] = set()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name in SERVICES:
+            text = (await http.get(stack.url(name) + "/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("# TYPE "):
+                    fam = line.split()[2]
+                    names |= {fam, family(fam)}
+    return names
