@@ -13,6 +13,9 @@ step() { printf '\ndeploy-check: %s\n' "$*"; }
 step "tools"
 bash deploy/tools/install.sh
 
+step "helm charts: derived files (helpers, topics, schemas, value tables) up to date"
+$RUN python deploy/helm/sync.py --check
+
 if [[ -d deploy/helm/flywheel ]]; then
   CHARTS=(deploy/helm/flywheel-* deploy/helm/flywheel)
   step "helm lint --strict (${#CHARTS[@]} charts)"

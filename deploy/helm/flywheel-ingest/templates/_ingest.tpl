@@ -1,0 +1,29 @@
+{{/* flywheel-ingest hooks of the shared helpers (see _helpers.tpl). */}}
+
+{{- define "flywheel-ingest.workloadKind" -}}Deployment{{- end -}}
+
+{{- define "flywheel-ingest.usesStore" -}}true{{- end -}}
+
+{{- define "flywheel-ingest.automountToken" -}}{{- end -}}
+
+{{- define "flywheel-ingest.env" -}}
+{{- if .Values.useRegistry }}
+{{ include "flywheel.registryClientEnv" . }}
+{{- end }}
+{{- with .Values.specs }}
+- name: FLYWHEEL_INGEST_SPECS
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "flywheel-ingest.volumes" -}}{{- end -}}
+
+{{- define "flywheel-ingest.volumeMounts" -}}{{- end -}}
+
+{{/* Consumer groups: services/ingest/src/flywheel_ingest/app.py (group_id=...). */}}
+{{- define "flywheel-ingest.kedaTriggers" -}}
+- group: flywheel-ingest-raw
+  topic: data.raw.v1
+- group: flywheel-ingest-writer
+  topic: data.validated.v1
+{{- end -}}
