@@ -41,8 +41,8 @@ step "Prometheus rules (promtool check + test) and Grafana dashboards"
 $RUN python deploy/checks/observability.py
 $RUN pytest -q -p no:cacheprovider deploy/checks/test_observability.py
 
-step "a real kube-apiserver: the fixture, and the trainer's Kubernetes executor"
+step "a real kube-apiserver: the fixture, helm install + upgrade, the trainer's Kubernetes executor"
 $RUN pytest -q -p no:cacheprovider -m kube shared/tests/test_kube_fixture.py \
-  services/trainer/tests/test_kube_executor.py
+  deploy/checks/test_helm_install.py services/trainer/tests/test_kube_executor.py
 
 step "all checks passed"
