@@ -66,3 +66,11 @@ LIVE_VERSION = Gauge(
 ALIAS_EVENTS = Counter(
     "flywheel_serving_alias_events_total", "model.alias.changed events received", ["model"]
 )
+
+
+def init_model_series(model: str) -> None:
+    """Create a model's error series at 0 when it loads: ``rate()`` and alerts then see the
+    first failure, and the series exist (also in multiprocess mode) before anything failed."""
+    ERRORS.labels(model, "model_error", "500")
+    SHADOW_SKIPPED.labels(model)
+    SHADOW_ERRORS.labels(model)

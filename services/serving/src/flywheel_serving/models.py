@@ -37,7 +37,7 @@ from flywheel_shared.validation import ContractValidator
 from .batching import AdaptiveBatcher
 from .domain.outputs import rows_from_predict, rows_from_proba
 from .domain.routing import Route
-from .metrics import BATCH_SIZE, LIVE_VERSION, MODEL_LOADS
+from .metrics import BATCH_SIZE, LIVE_VERSION, MODEL_LOADS, init_model_series
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,7 @@ class ModelManager:
         )
         self._cache[key] = model
         MODEL_LOADS.labels(name, "ok").inc()
+        init_model_series(name)
         log.info("model loaded", extra={"model": name, "version": version, "bytes": len(data)})
         return model
 
