@@ -37,6 +37,9 @@ if [[ -d deploy/helm/flywheel ]]; then
   done
 fi
 
+step "GitOps: Argo CD AppProject, ApplicationSet and Applications against their schemas"
+bash deploy/tools/kubeconform.sh deploy/gitops/*.yaml
+
 step "Prometheus rules (promtool check + test) and Grafana dashboards"
 $RUN python deploy/checks/observability.py
 $RUN pytest -q -p no:cacheprovider deploy/checks/test_observability.py
