@@ -6,6 +6,7 @@ Kafka address is one variable for all of them: ``FLYWHEEL_KAFKA_BOOTSTRAP``.
 
 from __future__ import annotations
 
+import ssl
 from typing import Literal
 
 from pydantic import Field
@@ -25,6 +26,9 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512 (with SASL_*)")
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: str | None = Field(None, description="SASL password")
+    ssl_cafile: str | None = Field(None, description="CA bundle of the brokers (SSL, SASL_SSL)")
+    ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: str | None = Field(None, description="client certificate's key (mutual TLS)")
     replication_factor: int = Field(1, ge=1, description="for topics created at start-up")
     linger_ms: int = Field(5, ge=0, description="producer batching delay")
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
@@ -40,6 +44,8 @@ class KafkaSettings(BaseSettings):
             "bootstrap_servers": self.bootstrap,
             "security_protocol": self.security_protocol,
         }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kw["ssl_context"] = self.ssl_context()
         if self.sasl_mechanism:
             kw.update(
                 sasl_mechanism=self.sasl_mechanism,
@@ -47,6 +53,16 @@ class KafkaSettings(BaseSettings):
                 sasl_plain_password=self.sasl_password,
             )
         return kw
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS to the brokers: verify them against ``ssl_cafile`` (else the system CAs), and
+        present ``ssl_certfile``/``ssl_keyfile`` when set (aiokafka needs a context for SSL)."""
+        from aiokafka.helpers import create_ssl_context
+
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+        )
+        return context
 
 
 class StorageSettings(BaseSettings):
