@@ -49,6 +49,7 @@ from flywheel_shared.events import (
 )
 from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryClient, RegistryError, RegistryUnavailable
+from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.storage import ObjectStore
 from flywheel_shared.topics import TopicNamer
 
@@ -109,6 +110,22 @@ def changelog_topics(settings: MonitorSettings) -> list[str]:
     return [f"{app_id(settings)}-{t}-changelog" for t in TABLES]
 
 
+def broker_credentials(k: KafkaSettings) -> Any:
+    """The shared Kafka security settings in faust's terms (None: PLAINTEXT)."""
+    protocol = k.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = k.ssl_context() if protocol in ("SSL", "SASL_SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=k.sasl_username,
+        password=k.sasl_password,
+        ssl_context=context,
+        mechanism=k.sasl_mechanism or "PLAIN",
+    )
+
+
 def build(settings: MonitorSettings) -> Monitor:
     """Create the faust app with its topics, tables, agents, timers and web pages."""
     k = settings.kafka
@@ -143,6 +160,7 @@ def build(settings: MonitorSettings) -> Monitor:
         autodiscover=False,
         topic_allow_declare=True,
         stream_wait_empty=False,
+        broker_credentials=broker_credentials(k),
     )
     client = RegistryClient(settings.registry_url, settings.registry_token, actor="monitor")
     cache = RegistryCache(client, refresh_s=settings.registry_refresh_s, name="monitor-registry")
