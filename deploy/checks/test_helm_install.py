@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flywheel_shared.testing.kube import KubeAPI, start_kube
+from flywheel_shared.testing.kube import KubeAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = (
@@ -29,12 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
-    api = start_kube(tmp_path_factory.mktemp("kube"))
-    try:
-        yield api
-    finally:
-        api.stop()
+def kube(kube_api: KubeAPI) -> KubeAPI:
+    return kube_api
 
 
 def helm(kube: KubeAPI, *args: str) -> str:

@@ -7,7 +7,7 @@ artifact store and marks the Job complete (or failed) through the API's status s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 
 from flywheel_shared.spec import load_spec
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.kube import KubeAPI, start_kube
+from flywheel_shared.testing.kube import KubeAPI
 from flywheel_trainer.kube import KubernetesExecutor, job_name
 from flywheel_trainer.settings import TrainerSettings
 from flywheel_trainer.worker import TrainJob, TrainResult
@@ -28,12 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
-    api = start_kube(tmp_path_factory.mktemp("kube"))
-    try:
-        yield api
-    finally:
-        api.stop()
+def kube(kube_api: KubeAPI) -> KubeAPI:
+    return kube_api
 
 
 def settings(kube: KubeAPI, **over: Any) -> TrainerSettings:

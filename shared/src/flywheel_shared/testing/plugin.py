@@ -6,10 +6,14 @@ Add further shared fixtures in their own section below.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
+
+if TYPE_CHECKING:
+    from flywheel_shared.testing.kube import KubeAPI
 
 # --------------------------------------------------------------------------------------
 # Kafka broker
@@ -54,3 +58,18 @@ def postgres_url() -> Iterator[str | None]:
 
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
+    """A real kube-apiserver + etcd on loopback for this test session (``-m kube`` tests).
+
+    Needs the binaries ``deploy/tools/install.sh`` builds; without them it fails, saying so.
+    """
+    from flywheel_shared.testing.kube import start_kube
+
+    api = start_kube(tmp_path_factory.mktemp("kube"))
+    try:
+        yield api
+    finally:
+        api.stop()
