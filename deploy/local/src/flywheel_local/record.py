@@ -260,21 +260,12 @@ class Quality:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC by ranks (ties averaged); NaN with one class only."""
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
+    """scikit-learn's ROC AUC; NaN with one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    if labels.all() or not labels.any():
         return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float(roc_auc_score(labels, scores))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.ops import trace
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.spec import ModelSpec
+from flywheel_shared.tasks import Supervised
 from flywheel_shared.topics import TOPICS, TopicNamer
 
 from .record import RunRecord, Sample, Served
@@ -275,7 +276,11 @@ class Observer:
             self.producer,
         )
         self.http = httpx.AsyncClient(timeout=5)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = [
+            Supervised("up-sample-monitor", self.sample_monitor, every_s=1.0),
+            Supervised("up-count-topics", self.count_topics, every_s=2.0),
+            Supervised("up-check-health", self.check_health, every_s=2.0),
+        ]
         self._offsets: AIOKafkaConsumer | None = None
         self._started = False
 
@@ -291,19 +296,8 @@ class Observer:
             bootstrap_servers=self.stack.bootstrap, client_id="flywheel-up-counts"
         )
         await self._offsets.start()
-        self._tasks = [
-            asyncio.create_task(self._every(1.0, self.sample_monitor)),
-            asyncio.create_task(self._every(2.0, self.count_topics)),
-            asyncio.create_task(self._every(2.0, self.check_health)),
-        ]
-
-    async def _every(self, period: float, fn: Callable[[], Any]) -> None:
-        while True:
-            try:
-                await fn()
-            except Exception as exc:  # a sample missed is not a reason to stop the demo
-                log.debug("sample failed: %s", exc)
-            await asyncio.sleep(period)
+        for task in self._tasks:
+            task.start()
 
     async def sample_monitor(self) -> None:
         """Live metrics (realised and estimated) and the drift statistic, per version."""
@@ -358,9 +352,8 @@ class Observer:
         await self.http.aclose()
         if not self._started:
             return
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._tasks:
+            await task.stop()
         await self.consumer.stop()
         await self.producer.stop()
         if self._offsets is not None:
