@@ -67,6 +67,12 @@ schemas: install ## Regenerate the JSON Schema of every event into shared/schema
 deploy-check: install ## Check every deploy file with the real tools (helm, kubeconform, promtool, kube-apiserver); installs them
 	bash deploy/check.sh
 
+images: install ## Build the five service images flywheel/<service>:<version> from uv.lock (Docker; starts dockerd if needed)
+	bash deploy/images/build.sh $(IMAGES)
+
+images-smoke: install ## The built images together on a real broker: spec → data → train v1 → serve → flywheel status
+	bash deploy/images/smoke.sh
+
 observability: install ## Check the Prometheus rules (promtool) and the Grafana dashboards
 	$(RUN) python deploy/checks/observability.py
 	$(RUN) pytest -p no:cacheprovider deploy/checks/test_observability.py
