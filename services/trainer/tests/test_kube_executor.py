@@ -45,6 +45,7 @@ def settings(kube: KubeAPI, **over: Any) -> TrainerSettings:
         "k8s_node_selector": {"flywheel.dev/pool": "training"},
         "k8s_tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "k8s_env_from_secrets": ["flywheel-registry-token"],
+        "k8s_image_pull_secrets": ["registry-example-pull"],
         "k8s_poll_s": 0.1,
         "k8s_start_grace_s": 0,
     }
@@ -119,6 +120,10 @@ async def test_a_run_becomes_a_job_and_its_result_is_picked_up(
         assert c["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["serviceAccountName"] == "flywheel-trainer-runs"
+        assert pod["imagePullSecrets"] == [{"name": "registry-example-pull"}]
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
         assert pod["nodeSelector"] == {"flywheel.dev/pool": "training"}
         assert pod["tolerations"][0]["key"] == "gpu" and pod["restartPolicy"] == "Never"
         assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 120

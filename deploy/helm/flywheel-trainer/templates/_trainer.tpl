@@ -60,6 +60,17 @@
 - name: FLYWHEEL_TRAINER_K8S_SERVICE_ACCOUNT
   value: {{ . | quote }}
 {{- end }}
+{{- $g := .Values.global | default dict }}
+{{- $pull := list }}
+{{- range concat (.Values.imagePullSecrets | default list) ($g.imagePullSecrets | default list) }}
+{{- $pull = append $pull (ternary .name . (kindIs "map" .)) }}
+{{- end }}
+{{- with $pull | uniq }}
+- name: FLYWHEEL_TRAINER_K8S_IMAGE_PULL_SECRETS
+  value: {{ . | toJson | quote }}
+{{- end }}
+- name: FLYWHEEL_TRAINER_K8S_RUN_AS_USER
+  value: {{ .Values.podSecurityContext.runAsUser | default 10001 | int | quote }}
 - name: FLYWHEEL_TRAINER_K8S_RESOURCES
   value: {{ $k.resources | default dict | toJson | quote }}
 - name: FLYWHEEL_TRAINER_K8S_NODE_SELECTOR

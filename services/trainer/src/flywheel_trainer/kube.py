@@ -141,9 +141,20 @@ class KubernetesExecutor:
             "volumes": [{"name": "tmp", "emptyDir": {}}],
             "nodeSelector": s.k8s_node_selector,
             "tolerations": s.k8s_tolerations,
+            # As the chart's pods: non-root, the runtime's seccomp profile, no API token.
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": s.k8s_run_as_user,
+                "runAsGroup": s.k8s_run_as_user,
+                "fsGroup": s.k8s_run_as_user,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "automountServiceAccountToken": False,
         }
         if s.k8s_service_account:
             pod["serviceAccountName"] = s.k8s_service_account
+        if s.k8s_image_pull_secrets:
+            pod["imagePullSecrets"] = [{"name": n} for n in s.k8s_image_pull_secrets]
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",

@@ -43,6 +43,10 @@ class TrainerSettings(ServiceSettings):
     k8s_env_from_secrets: list[str] = Field(
         default_factory=list, description="secrets whose keys become pod env (registry token, S3)"
     )
+    k8s_image_pull_secrets: list[str] = Field(
+        default_factory=list, description="imagePullSecrets of the pods (names, JSON)"
+    )
+    k8s_run_as_user: int = Field(10001, ge=1, description="runAsUser/fsGroup of the pods")
     k8s_poll_s: float = Field(2.0, gt=0, description="how often a Job's status is read")
     k8s_start_grace_s: float = Field(300.0, ge=0, description="time to schedule a pod, on top")
     k8s_ttl_s: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of finished Jobs")
