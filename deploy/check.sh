@@ -40,6 +40,14 @@ fi
 step "GitOps: Argo CD AppProject, ApplicationSet and Applications against their schemas"
 bash deploy/tools/kubeconform.sh deploy/gitops/*.yaml
 
+step "images: Dockerfiles, chart image names and ports, compose.yaml agree"
+$RUN pytest -q -p no:cacheprovider deploy/checks/test_images.py
+
+step "compose: docker compose config (the compose file and its interpolations)"
+COMPOSE=$TOOLS/bin/docker-compose
+"$COMPOSE" -f deploy/compose/compose.yaml config --quiet
+"$COMPOSE" -f deploy/compose/compose.yaml config --services | tr '\n' ' '; echo
+
 step "Prometheus rules (promtool check + test) and Grafana dashboards"
 $RUN python deploy/checks/observability.py
 $RUN pytest -q -p no:cacheprovider deploy/checks/test_observability.py

@@ -2,7 +2,7 @@
 # Install/build Flywheel's deploy tooling into a cache dir, skipping what is already there.
 #
 #   deploy/tools/install.sh            # everything
-#   deploy/tools/install.sh helm kubeconform schemas promtool etcd kube-apiserver   # a subset
+#   deploy/tools/install.sh helm kubeconform schemas promtool etcd kube-apiserver compose   # a subset
 #
 # Cache: ${FLYWHEEL_TOOLS:-$HOME/.cache/flywheel-tools}/{bin,schemas}. Sources are package
 # registries only (Go module proxy, PyPI, npm, Debian apt); see deploy/tools/README.md.
@@ -10,6 +10,7 @@ set -euo pipefail
 
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
+COMPOSE_VERSION=v2.40.3       # docker compose, built via deploy/tools/compose (validates compose.yaml)
 KUBE_VERSION=v1.36.3          # kube-apiserver (k8s.io/kubernetes); staging modules v0.36.3
 K8S_VALIDATE_VERSION=1.37.0   # PyPI kubernetes-validate: the Kubernetes JSON schemas
 SCHEMA_K8S_VERSION=${FLYWHEEL_SCHEMA_K8S_VERSION:-1.32.0}
@@ -127,6 +128,26 @@ install_kube_apiserver() {
   log "kube-apiserver $KUBE_VERSION: built in $(took "$t")"
 }
 
+install_compose() {
+  if [[ "$(built_version docker-compose github.com/docker/compose/v2)" == "$COMPOSE_VERSION" ]]; then
+    stamp docker-compose "$COMPOSE_VERSION"
+    log "docker-compose $COMPOSE_VERSION: present"; return
+  fi
+  need_go docker-compose
+  log "docker-compose $COMPOSE_VERSION: go build via deploy/tools/compose (≈ 100 s)"
+  local t; t=$(now)
+  (
+    cd "$HERE/compose"
+    CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -mod=mod -trimpath \
+      -o "$BIN/docker-compose.tmp" \
+      -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+      github.com/docker/compose/v2/cmd
+  )
+  mv "$BIN/docker-compose.tmp" "$BIN/docker-compose"
+  stamp docker-compose "$COMPOSE_VERSION"
+  log "docker-compose $COMPOSE_VERSION: built in $(took "$t")"
+}
+
 # --- Debian packages (promtool, etcd) ------------------------------------------------------
 # Installing must not leave a system service running. Where policy-rc.d is absent, add one
 # for the duration of the install (exit 101 = "do not start services").
@@ -239,7 +260,7 @@ install_schemas() { install_k8s_schemas; install_crd_schemas; }
 
 # --- main -----------------------------------------------------------------------------------
 steps=("$@")
-(( ${#steps[@]} )) || steps=(helm kubeconform schemas promtool etcd kube-apiserver)
+(( ${#steps[@]} )) || steps=(helm kubeconform schemas promtool etcd kube-apiserver compose)
 T0=$(now)
 for s in "${steps[@]}"; do
   case $s in
@@ -249,13 +270,14 @@ for s in "${steps[@]}"; do
     promtool) install_promtool ;;
     etcd) install_etcd ;;
     kube-apiserver) install_kube_apiserver ;;
-    *) die "unknown step '$s' (helm kubeconform schemas promtool etcd kube-apiserver)" ;;
+    compose) install_compose ;;
+    *) die "unknown step '$s' (helm kubeconform schemas promtool etcd kube-apiserver compose)" ;;
   esac
 done
 
 ver() { [[ -f $BIN/$1.version ]] && cat "$BIN/$1.version" || echo "-"; }
 log "done in $(took "$T0"): helm $(ver helm), kubeconform $(ver kubeconform)," \
-    "kube-apiserver $(ver kube-apiserver)," \
+    "kube-apiserver $(ver kube-apiserver), docker-compose $(ver docker-compose)," \
     "etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}') ($(command -v etcd || echo -))," \
     "promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}') ($(command -v promtool || echo -))," \
     "schemas k8s-v$SCHEMA_K8S_VERSION{,-strict} + crds in $SCHEMAS; binaries in $BIN"
