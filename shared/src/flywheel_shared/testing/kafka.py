@@ -4,10 +4,13 @@ Order of preference (first that works wins):
 
 1. ``FLYWHEEL_KAFKA_BOOTSTRAP`` set: use that external broker as-is (never stopped).
 2. A Docker engine answers a ping within 2 s: an ``apache/kafka:4.1.1`` container (KRaft).
+   When that container cannot be pulled or started (an offline laptop, no registry mirror,
+   an engine error), one line says why and step 3 is taken instead.
 3. Otherwise: :class:`~flywheel_shared.devkafka.LocalKafka`, a JVM broker on a free port
    in a temporary data directory (jars are fetched once with Maven and cached).
 
-``FLYWHEEL_KAFKA_BACKEND=local|container`` skips the auto-detection of step 2/3.
+``FLYWHEEL_KAFKA_BACKEND=local|container`` skips the auto-detection of step 2/3 (with
+``container``, a container that cannot start is an error, not a fallback).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "acquire_broker",
     "docker_available",
     "kafka_bootstrap_choice",
+    "start_local_broker",
 ]
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
@@ -124,6 +128,12 @@ def _start_container(timeout: float) -> BrokerHandle:
     return BrokerHandle(bootstrap, "container", None, container.stop)
 
 
+def start_local_broker(timeout: float = 120.0, data_dir: Path | None = None) -> BrokerHandle:
+    """A :class:`LocalKafka` of the caller's own (``.local`` set), whatever the session uses:
+    for tests that stop and start their broker. ``close()`` stops it (and deletes a temp dir)."""
+    return _start_local(timeout, data_dir)
+
+
 def _start_local(timeout: float, data_dir: Path | None) -> BrokerHandle:
     owns_dir = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="flywheel-kafka-")) if data_dir is None else data_dir
@@ -149,6 +159,12 @@ def _start_local(timeout: float, data_dir: Path | None) -> BrokerHandle:
     return BrokerHandle(kafka.bootstrap, "local", kafka, close)
 
 
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, cut at ``limit`` characters (Docker errors are long)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def acquire_broker(*, timeout: float = 120.0, data_dir: Path | None = None) -> BrokerHandle:
     """Return a ready broker following the module's order of preference.
 
@@ -163,9 +179,21 @@ def acquire_broker(*, timeout: float = 120.0, data_dir: Path | None = None) -> B
     if backend not in {"auto", "container", "local"}:
         raise KafkaStartError(f"FLYWHEEL_KAFKA_BACKEND={backend!r}: use auto, container or local")
     began = time.monotonic()
+    handle: BrokerHandle | None = None
     if backend == "container" or (backend == "auto" and docker_available()):
-        handle = _start_container(timeout)
-    else:
+        try:
+            handle = _start_container(timeout)
+        except Exception as exc:
+            reason = _one_line(exc)
+            if backend == "container":
+                msg = f"the {KAFKA_IMAGE} container did not start: {reason}"
+                raise KafkaStartError(msg) from exc
+            print(
+                f"flywheel: a Docker engine answers but the {KAFKA_IMAGE} container did not "
+                f"start ({reason}); using the local broker instead",
+                file=sys.stderr,
+            )
+    if handle is None:
         handle = _start_local(timeout, data_dir)
     print(
         f"flywheel: Kafka ({handle.kind}) ready at {handle.bootstrap} "
