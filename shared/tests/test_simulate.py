@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from flywheel_shared.events import Label
 from flywheel_shared.simulate import Runner, simulators
 
@@ -33,3 +35,12 @@ async def test_runner_sends_count_and_every_held_back_label_later() -> None:
         r["transaction_id"] for r in unlabelled
     )
     assert all(isinstance(lab.label, bool) for lab in sink.late)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://ingest:21", "ingest:8000"])
+def test_the_http_sink_takes_only_http_urls(url: str) -> None:
+    from flywheel_shared.simulate import HttpSink
+
+    with pytest.raises(ValueError, match="must be http:// or https://"):
+        HttpSink(url)
+    assert HttpSink("https://ingest.example:8443/").base_url == "https://ingest.example:8443"

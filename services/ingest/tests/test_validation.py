@@ -110,3 +110,29 @@ def test_fast_path_agrees_with_the_full_path() -> None:
                 rejected += 1
         assert v._fast(rec) and v.check(rec) == (rec, [])
     assert accepted > 100 and rejected > 100
+
+
+def test_contract_values_never_become_code() -> None:
+    """The fast path is generated code: a hostile field name or extreme bounds must neither run
+    nor break it, and it must agree with the full path."""
+    hostile = "x') or __import__('os').system('exit 3') or ('"
+    contract = DatasetContract.model_validate(
+        {
+            "name": "hostile",
+            "id_field": "id",
+            "time_field": "ts",
+            "fields": {
+                "id": {"type": "string", "max_length": 8},
+                "ts": {"type": "datetime"},
+                hostile: {"type": "float", "min": -1e308, "max": 1e308},
+                "n": {"type": "int", "min": 0, "max": 10},
+            },
+        }
+    )
+    v = ContractValidator(contract)
+    ok = {"id": "a", "ts": "2026-01-01T00:00:00Z", hostile: 1e300, "n": 10}
+    out, errors = v.check(ok)
+    assert errors == [] and out == ok
+    assert [reason_code(e) for e in v.check({**ok, "n": 11})[1]] == ["range"]
+    assert [reason_code(e) for e in v.check({**ok, "id": "x" * 9})[1]] == ["length"]
+    assert [e.field for e in v.check({**ok, hostile: "1"})[1]] == [hostile]

@@ -13,6 +13,7 @@ import http.client
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,19 +60,21 @@ class HttpSink:
     """Posts to ingest's HTTP API (retries while ingest or Kafka is unavailable)."""
 
     def __init__(self, base_url: str, retry_s: float = 30.0) -> None:
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"ingest URL must be http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.retry_s = retry_s
 
     def _post(self, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.retry_s
         while True:
-            req = urllib.request.Request(
+            req = urllib.request.Request(  # noqa: S310 -- base_url is http(s), checked above
                 self.base_url + path,
                 data=body,
                 headers={"content-type": "application/json", "x-flywheel-source": "simulator"},
             )
             try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
+                with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- http(s) only
                     result: dict[str, Any] = orjson.loads(resp.read())
                     return result
             except urllib.error.HTTPError as exc:
@@ -148,7 +151,7 @@ class Runner:
         self, count: int | None, on_progress: Callable[[Totals], None] | None = None
     ) -> Totals:
         """Send ``count`` records (None: until cancelled), then the labels still held back."""
-        rng = random.Random(self.seed)
+        rng = random.Random(self.seed)  # noqa: S311 -- reproducible simulation, not secrets
         late: list[tuple[float, str, Any]] = []
         totals = Totals(started=time.monotonic())
         sim, interval = self.sim, self.batch / self.rate

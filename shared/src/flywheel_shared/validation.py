@@ -263,15 +263,20 @@ def _compile_fast(
             cond = [types]
             if t is FieldType.FLOAT:
                 cond.append(f"isfinite({v})")
+            # Bounds are passed as values, never written into the source.
             if spec.min is not None:
-                cond.append(f"{v} >= {spec.min!r}")
+                env[f"lo{i}"] = spec.min
+                cond.append(f"{v} >= lo{i}")
             if spec.max is not None:
-                cond.append(f"{v} <= {spec.max!r}")
+                env[f"hi{i}"] = spec.max
+                cond.append(f"{v} <= hi{i}")
             lines.append(f"    elif not ({' and '.join(cond)}):")
         elif t is FieldType.BOOL:
             lines.append(f"    elif type({v}) is not bool:")
         elif t is FieldType.STRING:
-            limit = f" or len({v}) > {spec.max_length}" if spec.max_length else ""
+            if spec.max_length:
+                env[f"len{i}"] = spec.max_length
+            limit = f" or len({v}) > len{i}" if spec.max_length else ""
             lines.append(f"    elif type({v}) is not str{limit}:")
         elif t is FieldType.CATEGORY:
             env[f"cats{i}"] = frozenset(spec.categories or ())
@@ -288,7 +293,9 @@ def _compile_fast(
             continue
         lines.append("        return False")
     lines.append("    return True")
-    exec("\n".join(lines), env)
+    # The source holds only our own code, indices and repr()'d field names; every value from
+    # the contract (bounds, lengths, categories) is bound through `env`.
+    exec("\n".join(lines), env)  # noqa: S102
     fast: Callable[[Any], bool] = env["fast"]
     return fast
 

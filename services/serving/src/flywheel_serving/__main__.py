@@ -23,7 +23,7 @@ def main() -> None:
         "--port",
         str(settings.port),
     ]
-    os.execv(sys.executable, args)
+    os.execv(sys.executable, args)  # noqa: S606 -- this interpreter, a fixed argument list
 
 
 main()

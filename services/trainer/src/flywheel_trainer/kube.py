@@ -128,7 +128,8 @@ class KubernetesExecutor:
                 "readOnlyRootFilesystem": True,
                 "capabilities": {"drop": ["ALL"]},
             },
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            # The pod's own emptyDir at /tmp (the root filesystem is read-only).
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
         }
         labels = {
             "app.kubernetes.io/name": "flywheel-trainer-run",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,8 @@ EVENT_SECTIONS: dict[str, tuple[str, ...]] = {
     "rollouts": ("rollout.verdict", "model.alias.changed"),
     "trainings": ("training.completed", "training.failed"),
 }
+
+log = logging.getLogger(__name__)
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -324,8 +327,8 @@ async def collect_lag(kafka: KafkaSettings, timeout: float = 5.0) -> LagSection:
         for close in (consumer.stop, admin.close):
             try:
                 await asyncio.shield(close())
-            except Exception:
-                pass
+            except Exception as exc:  # closing after a failure: the section already says why
+                log.debug("closing the Kafka clients failed: %s", exc)
 
 
 # -- models ----------------------------------------------------------------------------------
