@@ -32,7 +32,13 @@ def fraud_spec(name: str = "fraud", **training: Any) -> tuple[ModelSpec, dict[st
 class Stack:
     """Registry, ingest and trainer processes sharing one topic prefix and one store."""
 
-    def __init__(self, bootstrap: str, tmp: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        tmp: Path,
+        database_url: str | None = None,
+        trainer_env: dict[str, str] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.tmp = tmp
         self.prefix = f"e{uuid.uuid4().hex[:8]}"
@@ -81,6 +87,7 @@ class Stack:
                 "FLYWHEEL_TRAINER_REGISTRY_TOKEN": self.token,
                 "FLYWHEEL_TRAINER_SPEC_REFRESH_S": "1",
                 "FLYWHEEL_TRAINER_RETRY_S": "1",
+                **(trainer_env or {}),
             },
             trainer_port,
             tmp / "trainer.log",

@@ -196,8 +196,16 @@ async def test_five_triggers_during_a_training_cause_exactly_one_follow_up(stack
     await start(stack, spec)
     await asyncio.to_thread(post_records, stack)
     await events(stack, "data.batch.committed", 1)
-    await publish(stack, RetrainRequested(model="fraud", reason="first"))
-    await events(stack, "training.started", 1)
+    # The first request comes from `flywheel train now`, as an operator would send it.
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        train_group,
+        ["now", "fraud", "--reason", "first", "--bootstrap", stack.bootstrap],
+        env={"FLYWHEEL_KAFKA_TOPIC_PREFIX": stack.prefix},
+    )
+    assert result.exit_code == 0, result.output
+    [started] = await events(stack, "training.started", 1)
+    assert isinstance(started, TrainingStarted) and started.trigger == "manual"
     await publish(stack, *(RetrainRequested(model="fraud", reason=f"during {i}") for i in range(5)))
     await events(stack, "training.completed", 2)
     await no_more(stack, "training.started", 3, within=8)
@@ -229,6 +237,31 @@ async def test_a_drift_retrain_skips_the_cooldown_and_waits_for_fresh_rows(stack
         [_, v2] = await reg.list_versions("fraud")
     assert v2.lineage.snapshot_rows >= 9000  # trained on the fresh rows too
     assert isinstance(first, TrainingCompleted) and first.version == 1
+
+
+async def test_a_stale_model_retrains_on_fewer_rows_than_min_new_rows(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    stack = Stack(
+        kafka_bootstrap, tmp_path, trainer_env={"FLYWHEEL_TRAINER_STALENESS_CHECK_S": "1"}
+    )
+    try:
+        spec, _ = fraud_spec(min_new_rows=6000)
+        await start(stack, spec)
+        await asyncio.to_thread(post_records, stack)
+        await events(stack, "training.completed", 1)
+        # Only now a staleness limit (a model never trained is stale at once): 3 s.
+        stale_spec, _ = fraud_spec(min_new_rows=6000, max_staleness_s=3)
+        async with RegistryClient(stack.registry_url, stack.token) as reg:
+            await reg.put_spec(stale_spec)
+        # 500 rows are far below min_new_rows: only the model's age can start a training.
+        await asyncio.to_thread(post_records, stack, 500, 8)
+        started = await events(stack, "training.started", 2)
+        assert isinstance(started[1], TrainingStarted) and started[1].trigger == "staleness"
+        completed = await events(stack, "training.completed", 2)
+        assert isinstance(completed[1], TrainingCompleted) and completed[1].version == 2
+    finally:
+        stack.stop()
 
 
 async def test_sigkill_mid_training_still_ends_in_a_trained_version(stack: Stack) -> None:

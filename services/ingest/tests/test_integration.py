@@ -6,9 +6,11 @@ import asyncio
 import base64
 import http.client
 import io
+import itertools
 import json
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,7 +23,7 @@ import pytest
 
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_shared.devkafka import LocalKafka, pick_free_port
 from flywheel_shared.events import (
     BatchCommitted,
     DeadLetter,
@@ -33,7 +35,6 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.kafka import BrokerHandle
 from flywheel_shared.testing.kafka_io import read_events
 from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
@@ -46,8 +47,8 @@ SPECS = str(ROOT / "examples" / "*" / "flywheel.yaml")
 class Ingest:
     """One ingest process with its own topic prefix and store."""
 
-    def __init__(self, bootstrap: str, tmp: Path, **env: str) -> None:
-        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+    def __init__(self, bootstrap: str, tmp: Path, prefix: str | None = None, **env: str) -> None:
+        self.prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
         self.topics = TopicNamer(self.prefix)
         self.bootstrap = bootstrap
         self.store_dir = tmp / "store"
@@ -65,7 +66,7 @@ class Ingest:
                 **env,
             },
             port,
-            tmp / "ingest.log",
+            tmp / f"ingest-{port}.log",
         )
 
     def post(
@@ -239,6 +240,7 @@ class Poster:
         self.ingest, self.batch = ingest, batch
         self.sim = FraudSimulator(seed=42)
         self.acked: list[str] = []
+        self.ack_times: list[float] = []  # monotonic time of each acknowledged batch
         self.retries = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -257,6 +259,7 @@ class Poster:
                     if status == 202:
                         assert body["accepted"] == len(recs)
                         self.acked += [r["transaction_id"] for r in recs]
+                        self.ack_times.append(time.monotonic())
                         break
                 except (
                     urllib.error.URLError,
@@ -268,6 +271,11 @@ class Poster:
                     pass
                 self.retries += 1
                 self.stop.wait(0.1)
+
+    def longest_stall(self, since: float) -> float:
+        """The longest time without an acknowledgement after ``since`` (monotonic)."""
+        times = [since, *(x for x in self.ack_times if x > since)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def __enter__(self) -> Poster:
         self.thread.start()
@@ -324,20 +332,21 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 
 @pytest.mark.slow
 async def test_broker_restart_under_load_needs_no_manual_action(
-    kafka_broker: BrokerHandle, tmp_path: Path
+    restartable_kafka: LocalKafka, tmp_path: Path
 ) -> None:
-    if kafka_broker.local is None:
-        pytest.skip(
-            "needs the local broker this test session started (cannot restart an external one)"
-        )
-    svc = Ingest(kafka_broker.bootstrap, tmp_path)
+    svc = Ingest(restartable_kafka.bootstrap, tmp_path)
     svc.proc.start()
     try:
         with Poster(svc) as poster:
             await wait_acked(poster, 1000)
-            await asyncio.to_thread(kafka_broker.local.restart)
+            began = time.monotonic()
+            await asyncio.to_thread(restartable_kafka.restart)
+            down_s = time.monotonic() - began
             before = len(poster.acked)
             await wait_acked(poster, before + 2000, timeout=120)
+            # The outage really held the stream up: acknowledgements wait for Kafka.
+            stall = poster.longest_stall(began)
+            assert stall >= min(1.0, down_s / 2), (stall, down_s)
         await wait_for(svc.proc.ready, 60, "ingest ready again")
         await wait_for(
             lambda: svc.manifest().total_rows >= len(poster.acked), 60, "all rows stored"
@@ -346,6 +355,124 @@ async def test_broker_restart_under_load_needs_no_manual_action(
         assert sorted(stored) == sorted(poster.acked)
     finally:
         svc.proc.stop()
+
+
+async def test_before_kafka_is_reachable_readyz_and_writes_say_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    svc = Ingest(f"127.0.0.1:{pick_free_port()}", tmp_path)  # nothing listens there
+    svc.proc.start(wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up, answering, not ready
+            try:
+                status, _, body = svc.proc.request("GET", "/readyz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, svc.proc.tail()
+                await asyncio.sleep(0.2)
+        assert status == 503, body
+        assert "kafka" in json.loads(body)["problems"]
+        status, headers, body = svc.proc.request(
+            "POST",
+            "/v1/datasets/transactions/records",
+            json.dumps(records(3)).encode(),
+            {"content-type": "application/json"},
+        )
+        assert status == 503 and headers["retry-after"] == "1", body
+        assert json.loads(body)["code"] == "not_ready"
+        assert svc.proc.request("GET", "/healthz")[0] == 200  # alive, so not restarted
+    finally:
+        svc.proc.stop()
+
+
+@pytest.mark.slow
+async def test_with_kafka_down_a_write_is_503_in_time_and_its_retry_lands_once(
+    restartable_kafka: LocalKafka, tmp_path: Path
+) -> None:
+    svc = Ingest(restartable_kafka.bootstrap, tmp_path, FLYWHEEL_INGEST_PUBLISH_TIMEOUT_S="3")
+    svc.proc.start()
+    recs = records(50, seed=5)
+    body, hdrs = (
+        json.dumps(recs).encode(),
+        {
+            "content-type": "application/json",
+            "idempotency-key": "outage-1",
+        },
+    )
+    try:
+        await asyncio.to_thread(restartable_kafka.stop)
+        try:
+            began = time.monotonic()
+            status, headers, answer = await asyncio.to_thread(
+                svc.proc.request, "POST", "/v1/datasets/transactions/records", body, hdrs
+            )
+            took = time.monotonic() - began
+            assert status == 503 and headers["retry-after"] == "1", answer
+            assert json.loads(answer)["code"] == "kafka_unavailable"
+            assert took < 10, f"the 503 took {took:.1f} s (publish timeout 3 s)"
+            await wait_for(lambda: not svc.proc.ready(), 30, "/readyz 503 without Kafka")
+        finally:
+            await asyncio.to_thread(restartable_kafka.start)
+        await wait_for(svc.proc.ready, 60, "ready again once Kafka is back")
+        status, _, answer = await asyncio.to_thread(
+            svc.proc.request, "POST", "/v1/datasets/transactions/records", body, hdrs
+        )
+        assert status == 202 and json.loads(answer)["accepted"] == 50, answer
+        ids = sorted(r["transaction_id"] for r in recs)
+        await wait_for(lambda: svc.manifest().total_rows >= 50, 60, "the rows stored")
+        # Once each: whether or not the unacknowledged first attempt was delivered when Kafka
+        # came back, the retry under the same key has the same event ids.
+        assert sorted(svc.stored_ids()) == ids
+    finally:
+        svc.proc.stop()
+
+
+def counter(svc: Ingest, name: str) -> float:
+    """Sum of a counter's samples on one process's /metrics."""
+    _, _, body = svc.proc.request("GET", "/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+@pytest.mark.slow
+async def test_split_deployment_api_validator_and_writer_as_three_processes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """RUN_RAW_CONSUMER / RUN_WRITER: an HTTP-only front, a data.raw validator and a writer,
+    on one prefix and one store, store every record once, each doing only its part."""
+    off = {"FLYWHEEL_INGEST_RUN_RAW_CONSUMER": "false", "FLYWHEEL_INGEST_RUN_WRITER": "false"}
+    api = Ingest(kafka_bootstrap, tmp_path, **off)
+    prefix = api.prefix
+    validator = Ingest(kafka_bootstrap, tmp_path, prefix, FLYWHEEL_INGEST_RUN_WRITER="false")
+    writer = Ingest(kafka_bootstrap, tmp_path, prefix, FLYWHEEL_INGEST_RUN_RAW_CONSUMER="false")
+    procs = (api, validator, writer)
+    try:
+        for svc in procs:
+            await asyncio.to_thread(svc.proc.start)
+        http_recs, raw_recs = records(300, seed=21), records(200, seed=22)
+        status, body = api.post("/v1/datasets/transactions/records", json.dumps(http_recs).encode())
+        assert status == 202 and body["accepted"] == 300, body
+        producer = EventProducer(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix), "t")
+        await producer.start()
+        try:
+            await producer.publish(RawRecords(dataset="transactions", records=raw_recs))
+        finally:
+            await producer.stop()
+        want = sorted(r["transaction_id"] for r in http_recs + raw_recs)
+        await wait_for(lambda: writer.manifest().total_rows >= 500, 60, "every record stored")
+        assert sorted(writer.stored_ids()) == want
+        rows = "flywheel_ingest_rows_written_total"
+        assert (counter(api, rows), counter(validator, rows), counter(writer, rows)) == (0, 0, 500)
+        accepted = "flywheel_ingest_records_accepted_total"
+        assert counter(validator, accepted) == 200  # data.raw is validated there only
+        assert counter(api, accepted) == 300 and counter(writer, accepted) == 0
+    finally:
+        for svc in procs:
+            svc.proc.stop()
 
 
 async def test_cli_uploads_csv_and_jsonl_with_a_summary(ingest: Ingest, tmp_path: Path) -> None:
@@ -376,4 +503,20 @@ async def test_cli_uploads_csv_and_jsonl_with_a_summary(ingest: Ingest, tmp_path
         [str(jsonl), "-d", "transactions", "--url", ingest.proc.url],
     )
     assert result.exit_code == 0, result.output
-    await wait_for(lambda: len(ingest.stored_ids()) == 1209, 30, "CLI rows stored")
+
+    # Parquet keeps the types: the contract's datetime column arrives as timestamps.
+    pq_recs = records(40, seed=13)
+    pq_frame = pd.DataFrame(pq_recs)
+    pq_frame["event_time"] = pd.to_datetime(pq_frame["event_time"], utc=True)
+    parquet = tmp_path / "tx.parquet"
+    pq_frame.to_parquet(parquet, index=False)
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        ingest_command,
+        [str(parquet), "-d", "transactions", "--url", ingest.proc.url],
+    )
+    assert result.exit_code == 0, result.output
+    assert "40" in result.output
+    await wait_for(lambda: len(ingest.stored_ids()) == 1249, 30, "CLI rows stored")
+    stored = set(ingest.stored_ids())
+    assert {r["transaction_id"] for r in pq_recs} <= stored

@@ -298,6 +298,17 @@ def test_cli_reads_and_steers_the_registry(registry: Registry, tmp_path: Path) -
     assert "production → v1" in cli("promote", name, "1", "--reason", "first")
     assert "production → v2" in cli("promote", name, "2")
     assert "production → v1" in cli("rollback", name, "--reason", "v2 misbehaves")
+    assert "canary → v2 at 25%" in cli(
+        "promote", name, "2", "--alias", "canary", "--weight", "0.25"
+    )
+
+    async def canary() -> tuple[int, float | None]:
+        async with registry.client() as client:
+            state = (await client.get_model(name)).aliases["canary"]
+            return state.version, state.weight
+
+    assert asyncio.run(canary()) == (2, 0.25)
+    assert "--weight" in cli("promote", name, "2", "--weight", "1.5", code=2)
     assert name in cli("list")
     shown = cli("show", name)
     assert "transactions" in shown and "production" in shown

@@ -184,10 +184,14 @@ def create_app(
 
     def _unavailable(exc: BaseException) -> ApiError:
         log.warning("publish failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        # Unacknowledged is not the same as lost: the producer may still deliver what it
+        # holds once Kafka is back. Records sent again under the same Idempotency-Key get the
+        # same event ids, and the writer stores an event once.
         return ApiError(
             503,
             "kafka_unavailable",
-            "Kafka did not acknowledge; nothing was stored, retry",
+            f"Kafka did not acknowledge within {settings.publish_timeout_s:g} s; retry with the"
+            " same Idempotency-Key (records under one key are stored once)",
             {"Retry-After": "1"},
         )
 
@@ -225,12 +229,15 @@ def create_app(
                 503, "not_ready", "not connected to Kafka yet, retry", {"Retry-After": "1"}
             )
         try:
-            result = await rt.plane.submit(
-                name,
-                records,
-                path="http",
-                source=request.headers.get("x-flywheel-source"),
-                idempotency_key=request.headers.get("idempotency-key"),
+            result = await asyncio.wait_for(
+                rt.plane.submit(
+                    name,
+                    records,
+                    path="http",
+                    source=request.headers.get("x-flywheel-source"),
+                    idempotency_key=request.headers.get("idempotency-key"),
+                ),
+                settings.publish_timeout_s,
             )
         except (TimeoutError, KafkaError, OSError) as exc:
             raise _unavailable(exc) from exc
@@ -260,7 +267,9 @@ def create_app(
             raise ApiError(400, "empty", "no labels in the body")
         await require_dataset(name)
         try:
-            n = await rt.plane.submit_labels(name, labels)
+            n = await asyncio.wait_for(
+                rt.plane.submit_labels(name, labels), settings.publish_timeout_s
+            )
         except ValueError as exc:
             raise ApiError(422, "invalid_labels", str(exc)) from exc
         except (TimeoutError, KafkaError, OSError) as exc:

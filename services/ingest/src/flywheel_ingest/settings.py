@@ -28,6 +28,9 @@ class IngestSettings(ServiceSettings):
     chunk_records: int = Field(500, ge=1, description="records per data.validated message")
     segment_rows: int = Field(10_000, ge=1, description="seal a segment at this many rows")
     segment_seconds: float = Field(5.0, gt=0, description="... or when its oldest row is this old")
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for Kafka's acknowledgement before a 503"
+    )
     run_raw_consumer: bool = Field(True, description="validate records published to data.raw")
     run_writer: bool = Field(True, description="write data.validated into Parquet segments")
     keep_rejected_records: bool = Field(

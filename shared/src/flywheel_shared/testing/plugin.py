@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
+from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker, start_local_broker
 
 if TYPE_CHECKING:
+    from flywheel_shared.devkafka import LocalKafka
     from flywheel_shared.testing.kube import KubeAPI
 
 # --------------------------------------------------------------------------------------
@@ -39,6 +40,22 @@ def kafka_broker() -> Iterator[BrokerHandle]:
 def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
     """Bootstrap servers string of the session's Kafka broker."""
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="module")
+def restartable_kafka(kafka_broker: BrokerHandle) -> Iterator[LocalKafka]:
+    """A broker this module's tests may stop, start and restart, with every broker kind: the
+    session's when it is a local one, else (a container, an external broker) a local broker of
+    the module's own. Whoever stops it must start it again."""
+    if kafka_broker.local is not None:
+        yield kafka_broker.local
+        return
+    handle = start_local_broker()
+    assert handle.local is not None
+    try:
+        yield handle.local
+    finally:
+        handle.close()
 
 
 # --------------------------------------------------------------------------------------

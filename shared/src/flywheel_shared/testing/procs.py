@@ -28,14 +28,32 @@ class ServiceProcess:
         """Base URL of the service."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_timeout: float = 60.0) -> ServiceProcess:
-        """Start the process and wait until it is ready."""
+    def start(self, ready_timeout: float = 60.0, *, wait: bool = True) -> ServiceProcess:
+        """Start the process and (unless ``wait`` is False) wait until it is ready."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
         )
-        self.wait_ready(ready_timeout)
+        if wait:
+            self.wait_ready(ready_timeout)
         return self
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request: (status, headers with lower-case names, body), 4xx/5xx included."""
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
     def ready(self) -> bool:
         """True if ``/readyz`` answers 200 now."""
