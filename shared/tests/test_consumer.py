@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
-from flywheel_shared.events import DeadLetter, Event, RetrainRequested
+from flywheel_shared.events import (
+    DeadLetter,
+    Event,
+    ModelAliasChanged,
+    RetrainRequested,
+    encode_event,
+)
 from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.kafka.consumer import ConsumerConfig, Delivery, EventConsumer, TransientError
 from flywheel_shared.kafka.producer import EventProducer
@@ -169,3 +177,51 @@ async def test_offsets_are_committed_only_up_to_the_durable_barrier(
     finally:
         await c3.stop()
     assert third == ["d"]
+
+
+async def test_hostile_input_is_dead_lettered_with_its_reason_and_nothing_behind_it_is_lost(
+    kafka: tuple[KafkaSettings, EventProducer],
+) -> None:
+    """Every consumer runs this loop: what it cannot decode, or what does not belong on its
+    topic, goes to the dead-letter topic once, with the reason, and the handler never sees it."""
+    settings, producer = kafka
+    seen: list[str] = []
+
+    async def handler(event: Event, _: Delivery) -> None:
+        assert isinstance(event, RetrainRequested)
+        seen.append(event.reason)
+
+    topic = producer.topics("retrain.requested")
+    valid = ask("before").model_dump(mode="json")
+    poison = {
+        b"\x00\xff not json at all": "undecodable event",
+        b'{"type": "retrain.requested"': "undecodable event",  # cut off
+        orjson.dumps({**valid, "schema_version": 99}): "undecodable event",
+        orjson.dumps({k: v for k, v in valid.items() if k != "model"}): "undecodable event",
+        orjson.dumps({**valid, "type": "no.such.event"}): "undecodable event",
+        encode_event(ModelAliasChanged(model="m", alias="production", version=1)): (
+            "wrong event type"
+        ),
+    }
+    c = consumer(settings, producer, handler)
+    await c.start()
+    try:
+        await producer.publish(ask("before"))
+        for raw in poison:
+            await producer.send_bytes(topic, raw, key=b"m")
+        await producer.publish(ask("after"))
+        await until(lambda: "after" in seen)
+    finally:
+        await c.stop()
+    assert seen == ["before", "after"]  # in order, nothing valid lost, no poison handled
+    letters = await read_events(
+        settings.bootstrap, producer.topics("deadletter"), until=lambda ev: len(ev) >= len(poison)
+    )
+    by_value = {base64.b64decode(e.value_b64): e for e in letters}  # type: ignore[attr-defined]
+    assert set(by_value) == set(poison)
+    for raw, reason in poison.items():
+        letter = by_value[raw]
+        assert isinstance(letter, DeadLetter) and letter.attempts == 1
+        assert letter.error.startswith(reason), letter.error
+        assert letter.source_topic == topic
+    assert "schema_version" in by_value[orjson.dumps({**valid, "schema_version": 99})].error

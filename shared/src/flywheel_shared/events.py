@@ -44,7 +44,9 @@ class Event(BaseModel):
         default_factory=uuid4,
         description="follows one loop iteration: data batch → model → rollout",
     )
-    schema_version: int = 1
+    schema_version: Literal[1] = Field(
+        1, description="the wire format's version; another one is refused (dead-lettered)"
+    )
 
     #: Name of the logical topic (``topics.TOPICS``) this event goes to.
     topic: ClassVar[str]

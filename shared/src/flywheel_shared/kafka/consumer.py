@@ -40,6 +40,7 @@ from ..metrics import (
     KAFKA_LAG,
 )
 from ..settings import KafkaSettings
+from ..topics import TopicNamer
 from .producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,11 @@ class EventConsumer:
             event = parse_event(value)
         except (ValidationError, ValueError) as exc:
             await self._dead_letter(delivery, value, f"undecodable event: {exc}", attempts=1)
+            return
+        home = TopicNamer(self.settings.topic_prefix).for_event(event)
+        if home != topic:  # a valid event, on the wrong topic: no handler expects it here
+            reason = f"wrong event type for {topic}: {event.type} belongs on {home}"  # type: ignore[attr-defined]
+            await self._dead_letter(delivery, value, reason, attempts=1)
             return
         if self.processed.seen(event.event_id):
             KAFKA_DUPLICATES.labels(group, topic).inc()
