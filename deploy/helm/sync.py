@@ -371,7 +371,7 @@ def service_schema(svc: str) -> dict[str, Any]:
             ["enabled", "lagThreshold", "minReplicas", "maxReplicas"],
         )
     if svc == "ingest":
-        props |= {"useRegistry": BOOL, "specs": STR}
+        props |= {"useRegistry": BOOL, "specs": STR, "tokenSecretRef": secret_ref("key")}
     if svc == "registry":
         props |= {
             "database": strict(

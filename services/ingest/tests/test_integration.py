@@ -8,6 +8,7 @@ import http.client
 import io
 import itertools
 import json
+import os
 import signal
 import threading
 import time
@@ -473,6 +474,66 @@ async def test_split_deployment_api_validator_and_writer_as_three_processes(
     finally:
         for svc in procs:
             svc.proc.stop()
+
+
+async def test_a_token_guards_the_write_paths_and_never_reaches_the_log(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    secret = f"tok-{uuid.uuid4().hex}"
+    token_file = tmp_path / "token"
+    token_file.write_text(secret + "\n")  # as a mounted Kubernetes Secret
+    svc = Ingest(
+        kafka_bootstrap,
+        tmp_path,
+        FLYWHEEL_INGEST_ENVIRONMENT="production",
+        FLYWHEEL_INGEST_TOKEN_FILE=str(token_file),
+        FLYWHEEL_INGEST_LOG_LEVEL="DEBUG",
+    )
+    await asyncio.to_thread(svc.proc.start)
+    body = json.dumps(records(2, seed=31)).encode()
+    json_type = {"content-type": "application/json"}
+    try:
+        for path in ("/v1/datasets/transactions/records", "/v1/datasets/transactions/labels"):
+            status, headers, answer = svc.proc.request("POST", path, body, json_type)
+            assert status == 401 and headers["www-authenticate"] == "Bearer", answer
+            status, _, answer = svc.proc.request(
+                "POST", path, body, {**json_type, "authorization": "Bearer not-it"}
+            )
+            assert status == 403, answer
+        status, _, answer = svc.proc.request(
+            "POST",
+            "/v1/datasets/transactions/records",
+            body,
+            {**json_type, "authorization": f"Bearer {secret}"},
+        )
+        assert status == 202, answer
+        assert svc.proc.request("GET", "/v1/datasets/transactions")[0] == 200  # reads stay open
+    finally:
+        svc.proc.stop()
+    assert secret not in svc.proc.log_path.read_text()
+
+
+def test_production_ingest_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "FLYWHEEL_INGEST_ENVIRONMENT": "production",
+        "FLYWHEEL_INGEST_PORT": str(pick_free_port()),
+    }
+    env.pop("FLYWHEEL_INGEST_TOKEN", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flywheel_ingest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "production needs FLYWHEEL_INGEST_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
+    )
 
 
 async def test_cli_uploads_csv_and_jsonl_with_a_summary(ingest: Ingest, tmp_path: Path) -> None:

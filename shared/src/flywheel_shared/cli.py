@@ -78,6 +78,12 @@ def topics(bootstrap: str) -> None:
     "--ingest-url", default="http://127.0.0.1:8000", show_default=True, help="Ingest's HTTP API."
 )
 @click.option(
+    "--token",
+    envvar="FLYWHEEL_INGEST_TOKEN",
+    default=None,
+    help="Bearer token, if ingest requires one (env FLYWHEEL_INGEST_TOKEN).",
+)
+@click.option(
     "--kafka", "kafka_bootstrap", default=None, help="Publish to data.raw on this broker instead."
 )
 @click.option("--rate", type=float, default=200.0, show_default=True, help="Records per second.")
@@ -107,6 +113,7 @@ def topics(bootstrap: str) -> None:
 def simulate(
     name: str,
     ingest_url: str,
+    token: str | None,
     kafka_bootstrap: str | None,
     rate: float,
     count: int | None,
@@ -154,7 +161,7 @@ def simulate(
             await producer.start()
             sink = KafkaSink(producer)
         else:
-            sink = HttpSink(ingest_url)
+            sink = HttpSink(ingest_url, token=token)
         try:
             runner = Runner(
                 sim,

@@ -59,11 +59,14 @@ class Sink(Protocol):
 class HttpSink:
     """Posts to ingest's HTTP API (retries while ingest or Kafka is unavailable)."""
 
-    def __init__(self, base_url: str, retry_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, retry_s: float = 30.0, token: str | None = None) -> None:
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"ingest URL must be http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.retry_s = retry_s
+        self.headers = {"content-type": "application/json", "x-flywheel-source": "simulator"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
 
     def _post(self, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.retry_s
@@ -71,7 +74,7 @@ class HttpSink:
             req = urllib.request.Request(  # noqa: S310 -- base_url is http(s), checked above
                 self.base_url + path,
                 data=body,
-                headers={"content-type": "application/json", "x-flywheel-source": "simulator"},
+                headers=self.headers,
             )
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- http(s) only

@@ -10,6 +10,13 @@
 {{- if .Values.useRegistry }}
 {{ include "flywheel.registryClientEnv" . }}
 {{- end }}
+{{- with .Values.tokenSecretRef }}{{ if .name }}
+- name: FLYWHEEL_INGEST_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | default "token" | quote }}
+{{- end }}{{ end }}
 {{- with .Values.specs }}
 - name: FLYWHEEL_INGEST_SPECS
   value: {{ . | quote }}

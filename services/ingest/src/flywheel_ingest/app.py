@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from flywheel_shared.auth import UnsafeSettings, bearer_guard, read_secret, require_token
 from flywheel_shared.datasets import Manifest, manifest_key
 from flywheel_shared.events import Label
 from flywheel_shared.http import (
@@ -158,8 +160,17 @@ def _parse_records(body: bytes, content_type: str) -> list[Any]:
 def create_app(
     settings: IngestSettings | None = None, contracts: ContractSource | None = None
 ) -> FastAPI:
-    """Build the ingest app (contracts default to the spec files named in settings)."""
+    """Build the ingest app (contracts default to the spec files named in settings); raises
+    ``UnsafeSettings`` for production without a token."""
     settings = settings or IngestSettings()
+    token = read_secret(settings.token, settings.token_file)
+    require_token(
+        token,
+        environment=settings.environment,
+        variable="FLYWHEEL_INGEST_TOKEN",
+        what="record and label writes",
+    )
+    writes = [Depends(bearer_guard(token, "ingest"))]
     if contracts is None:
         if settings.registry_url:
             client = RegistryClient(settings.registry_url, settings.registry_token, actor="ingest")
@@ -206,7 +217,12 @@ def create_app(
         if rt.contracts.get(name) is None:
             raise ApiError(404, "unknown_dataset", f"no contract declares dataset '{name}'")
 
-    @app.post("/v1/datasets/{name}/records", status_code=202, summary="Submit records to a dataset")
+    @app.post(
+        "/v1/datasets/{name}/records",
+        status_code=202,
+        summary="Submit records to a dataset",
+        dependencies=writes,
+    )
     async def post_records(name: str, request: Request) -> Response:
         """Validate a JSON array (or NDJSON body) of records and publish them.
 
@@ -249,7 +265,12 @@ def create_app(
         }
         return json_response(202 if result.accepted else 422, body)
 
-    @app.post("/v1/datasets/{name}/labels", status_code=202, summary="Submit late ground truth")
+    @app.post(
+        "/v1/datasets/{name}/labels",
+        status_code=202,
+        summary="Submit late ground truth",
+        dependencies=writes,
+    )
     async def post_labels(name: str, request: Request) -> Response:
         """Late labels: ``[{"record_id" or "prediction_id": ..., "label": ...}]``."""
         body = await read_body(request, settings.max_body_bytes)
@@ -320,4 +341,10 @@ def main() -> None:
     """Run the ingest service (``python -m flywheel_ingest``)."""
     settings = IngestSettings()
     setup_logging("ingest", settings.log_level, json=settings.log_json)
-    serve(create_app(settings), settings)
+    try:
+        app = create_app(settings)
+    except UnsafeSettings as exc:
+        log.critical(str(exc))
+        print(f"flywheel-ingest: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, settings)

@@ -82,8 +82,11 @@ def read_batches(path: Path, batch_size: int) -> tuple[int | None, Iterator[list
 class _Client:
     """A keep-alive HTTP client for ingest's API."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         parts = urlsplit(base_url)
+        self.headers = {"content-type": "application/json", "x-flywheel-source": "flywheel-cli"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
@@ -95,7 +98,7 @@ class _Client:
                     "POST",
                     self.prefix + path,
                     body,
-                    {"content-type": "application/json", "x-flywheel-source": "flywheel-cli"},
+                    self.headers,
                 )
                 resp = self.conn.getresponse()
                 data = resp.read()
@@ -129,14 +132,22 @@ class _Client:
     envvar="FLYWHEEL_INGEST_URL",
     help="Ingest's HTTP API (env FLYWHEEL_INGEST_URL).",
 )
+@click.option(
+    "--token",
+    envvar="FLYWHEEL_INGEST_TOKEN",
+    default=None,
+    help="Bearer token, if ingest requires one (env FLYWHEEL_INGEST_TOKEN).",
+)
 @click.option("--batch-size", type=int, default=500, show_default=True, help="Records per request.")
 @click.option(
     "--show-errors", type=int, default=5, show_default=True, help="Rejected records to print."
 )
-def ingest_command(file: Path, dataset: str, url: str, batch_size: int, show_errors: int) -> None:
+def ingest_command(
+    file: Path, dataset: str, url: str, token: str | None, batch_size: int, show_errors: int
+) -> None:
     """Upload FILE (CSV, Parquet or JSONL) into DATASET through the ingest API."""
     total, batches = read_batches(file, batch_size)
-    client = _Client(url)
+    client = _Client(url, token)
     accepted = rejected = 0
     reasons: Counter[str] = Counter()
     examples: list[str] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from flywheel_shared.settings import ServiceSettings
@@ -17,6 +17,10 @@ class IngestSettings(ServiceSettings):
         None, description="read contracts from this registry (else from the spec files below)"
     )
     registry_token: str | None = Field(None, description="bearer token for the registry")
+    token: SecretStr | None = Field(
+        None, description="bearer token required on record and label writes (unset: open, dev)"
+    )
+    token_file: str | None = Field(None, description="file holding the token (wins over token)")
     contracts_refresh_s: float = Field(30.0, gt=0, description="how often contracts are re-read")
     specs: str = Field(
         "examples/*/flywheel.yaml",

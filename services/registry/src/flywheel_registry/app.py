@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flywheel_shared.aliases import VersionStatus
+from flywheel_shared.auth import bearer_guard
 from flywheel_shared.http import (
     ApiError,
     RequestMetrics,
@@ -209,20 +209,13 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     )
     token = settings.token_value()
 
+    guard = bearer_guard(token, "registry")
+
     def authorize(request: Request) -> None:
         """Bearer token on writes (and on reads with read_auth), when a token is set."""
-        if token is None or (request.method in _READ_METHODS and not settings.read_auth):
+        if request.method in _READ_METHODS and not settings.read_auth:
             return
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "this registry needs 'Authorization: Bearer <token>'",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
-            raise ApiError(403, "forbidden", "the bearer token is not valid")
+        guard(request)
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
     store = rt.store

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from flywheel_shared.auth import UnsafeSettings, read_secret, require_token
 from flywheel_shared.settings import ServiceSettings
 
-
-class UnsafeSettings(RuntimeError):
-    """The settings are not safe for the environment they declare."""
+__all__ = ["RegistrySettings", "UnsafeSettings"]
 
 
 class RegistrySettings(ServiceSettings):
@@ -25,6 +24,7 @@ class RegistrySettings(ServiceSettings):
     token: SecretStr | None = Field(
         None, description="bearer token required on every write (and reads with read_auth)"
     )
+    token_file: str | None = Field(None, description="file holding the token (wins over token)")
     read_auth: bool = Field(False, description="require the token on reads too")
     relay_enabled: bool = Field(
         True,
@@ -44,16 +44,13 @@ class RegistrySettings(ServiceSettings):
 
     def check(self) -> None:
         """Refuse settings that are unsafe for ``environment``."""
-        if self.environment == "production" and not (
-            self.token and self.token.get_secret_value().strip()
-        ):
-            raise UnsafeSettings(
-                "refusing to start: FLYWHEEL_REGISTRY_ENVIRONMENT=production needs "
-                "FLYWHEEL_REGISTRY_TOKEN (writes would be open to anyone)"
-            )
+        require_token(
+            self.token_value(),
+            environment=self.environment,
+            variable="FLYWHEEL_REGISTRY_TOKEN",
+            what="writes",
+        )
 
     def token_value(self) -> str | None:
-        """The bearer token, or None when auth is off."""
-        if self.token is None or not self.token.get_secret_value().strip():
-            return None
-        return self.token.get_secret_value().strip()
+        """The bearer token (from ``token_file`` or ``token``), or None when auth is off."""
+        return read_secret(self.token, self.token_file)
