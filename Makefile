@@ -73,6 +73,9 @@ images: install ## Build the five service images flywheel/<service>:<version> fr
 images-smoke: install ## The built images together on a real broker: spec → data → train v1 → serve → flywheel status
 	bash deploy/images/smoke.sh
 
+audit: install ## Check the lock file against a vulnerability database (says so when it cannot reach one)
+	$(RUN) python .ci/audit.py
+
 observability: install ## Check the Prometheus rules (promtool) and the Grafana dashboards
 	$(RUN) python deploy/checks/observability.py
 	$(RUN) pytest -p no:cacheprovider deploy/checks/test_observability.py
