@@ -237,6 +237,11 @@ async def test_a_drift_retrain_skips_the_cooldown_and_waits_for_fresh_rows(stack
         [_, v2] = await reg.list_versions("fraud")
     assert v2.lineage.snapshot_rows >= 9000  # trained on the fresh rows too
     assert isinstance(first, TrainingCompleted) and first.version == 1
+    # The trainer's JSON log lines of that run carry the loop iteration's correlation id.
+    logged = [json.loads(line) for line in stack.trainer.log_path.read_text().splitlines()
+              if line.startswith("{")]  # fmt: skip
+    done = [r for r in logged if r.get("msg") == "training completed" and r.get("version") == 2]
+    assert [r.get("correlation_id") for r in done] == [str(completed[1].correlation_id)]
 
 
 async def test_a_stale_model_retrains_on_fewer_rows_than_min_new_rows(

@@ -21,6 +21,7 @@ from flywheel_shared.events import (
 )
 from flywheel_shared.kafka.consumer import Delivery, TransientError
 from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.logging import correlation as log_correlation
 from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryClient, RegistryUnavailable
 from flywheel_shared.spec import ModelSpec
@@ -200,44 +201,52 @@ class TrainerService:
         correlation = next(
             (t.correlation_id for t in triggers if t.kind == kind), triggers[0].correlation_id
         )
-        try:
-            existing = [v for v in await self.registry.list_versions(model) if v.run_id == run_id]
-        except RegistryUnavailable:
-            return False
-        if existing:
-            log.info("run already registered; skipping", extra={"model": model, "run_id": run_id})
-            return True
-        await self.producer.publish(
-            TrainingStarted(
-                event_id=derived_id("training.started", run_id),
-                correlation_id=correlation,
+        # Every log line of this run carries the loop iteration's correlation id.
+        with log_correlation(correlation):
+            try:
+                existing = [
+                    v for v in await self.registry.list_versions(model) if v.run_id == run_id
+                ]
+            except RegistryUnavailable:
+                return False
+            if existing:
+                log.info(
+                    "run already registered; skipping", extra={"model": model, "run_id": run_id}
+                )
+                return True
+            await self.producer.publish(
+                TrainingStarted(
+                    event_id=derived_id("training.started", run_id),
+                    correlation_id=correlation,
+                    model=model,
+                    run_id=run_id,
+                    trigger=kind,
+                    snapshot_id=snapshot,
+                )
+            )
+            job = TrainJob(
                 model=model,
+                spec=spec,
                 run_id=run_id,
-                trigger=kind,
+                correlation_id=str(correlation),
                 snapshot_id=snapshot,
+                storage_uri=self.storage_uri,
+                registry_url=self.registry.base_url,
+                registry_token=self.registry_token,
             )
-        )
-        job = TrainJob(
-            model=model,
-            spec=spec,
-            run_id=run_id,
-            correlation_id=str(correlation),
-            snapshot_id=snapshot,
-            storage_uri=self.storage_uri,
-            registry_url=self.registry.base_url,
-            registry_token=self.registry_token,
-        )
-        log.info("training", extra={"model": model, "run_id": run_id, "triggers": len(triggers)})
-        result = await self.workers.run(job, spec.recipe.timeout_s)
-        DURATION.labels(model).observe(result.seconds)
-        if result.status == "failed" and result.retryable:
-            log.warning(
-                "training deferred: registry unavailable",
-                extra={"model": model, "error": result.error},
+            log.info(
+                "training", extra={"model": model, "run_id": run_id, "triggers": len(triggers)}
             )
-            return False
-        await self._report(model, run_id, correlation, result)
-        return True
+            result = await self.workers.run(job, spec.recipe.timeout_s)
+            DURATION.labels(model).observe(result.seconds)
+            if result.status == "failed" and result.retryable:
+                log.warning(
+                    "training deferred: registry unavailable",
+                    extra={"model": model, "error": result.error},
+                )
+                return False
+            await self._report(model, run_id, correlation, result)
+            return True
 
     async def _report(
         self, model: str, run_id: str, correlation: UUID, result: TrainResult
