@@ -204,3 +204,13 @@ async def test_read_auth_protects_reads_and_production_needs_a_token(
     with pytest.raises(UnsafeSettings, match="FLYWHEEL_REGISTRY_TOKEN"):
         create_app(settings(db_url, tmp_path, environment="production"))
     create_app(settings(db_url, tmp_path, environment="production", token=TOKEN))
+    with pytest.raises(UnsafeSettings, match="fault injection is for tests"):
+        create_app(
+            settings(
+                db_url,
+                tmp_path,
+                environment="production",
+                token=TOKEN,
+                fault_crash_after_publish=True,
+            )
+        )

@@ -347,6 +347,61 @@ def test_production_refuses_to_start_without_a_token(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+async def test_a_crash_after_kafka_acked_but_before_the_outbox_knew_republishes_the_same_ids(
+    db_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The real at-least-once window: Kafka acknowledged the batch, the process died before
+    marking it. The next relay publishes it again with the same event ids, so consumers that
+    dedupe on event_id (every kernel consumer) apply it once."""
+    first = Registry(kafka_bootstrap, tmp_path, db_url, FLYWHEEL_REGISTRY_RELAY_ENABLED="false")
+    first.proc.start()
+    try:
+        async with first.client() as client:
+            name, (v1,) = await model_with_versions(client, 1)
+            await client.move_alias(name, "production", v1, reason="acked, then crash")
+    finally:
+        first.proc.kill()  # the changes are committed and wait in the outbox
+    crashing = first.again(FLYWHEEL_REGISTRY_FAULT_CRASH_AFTER_PUBLISH="true")
+    crashing.proc.start(wait=False)
+    deadline = time.monotonic() + 60
+    while crashing.proc.proc is not None and crashing.proc.proc.poll() is None:
+        assert time.monotonic() < deadline, "the fault did not fire:\n" + crashing.proc.tail()
+        await asyncio.sleep(0.1)
+    assert crashing.proc.proc is not None and crashing.proc.proc.returncode == 137
+    assert "crashing after publish" in crashing.proc.tail()
+
+    def of_alias(events: list[Event]) -> list[ModelAliasChanged]:
+        return [
+            e for e in of_model(events, name, ModelAliasChanged) if e.reason == "acked, then crash"
+        ]
+
+    once = await first.read("model.alias.changed", lambda ev: len(of_alias(ev)) >= 1)
+    assert len(of_alias(once)) == 1  # on Kafka, yet still pending in the outbox:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            pending = conn.execute(
+                sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            ).scalar_one()
+        assert pending >= 1
+        third = first.again()
+        third.proc.start()
+        try:
+            twice = await third.read("model.alias.changed", lambda ev: len(of_alias(ev)) >= 2)
+        finally:
+            third.proc.stop()
+        with engine.connect() as conn:
+            assert not conn.execute(
+                sa.text("SELECT 1 FROM outbox WHERE published_at IS NULL")
+            ).first()
+    finally:
+        engine.dispose()
+    copies = of_alias(twice)
+    assert len(copies) == 2 and copies[0].event_id == copies[1].event_id  # a redelivery
+    assert copies[0] == copies[1]
+
+
+@pytest.mark.slow
 async def test_sigkill_between_commit_and_publish_publishes_exactly_once(
     db_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -90,6 +90,7 @@ class Runtime(KafkaRuntime):
             enabled=settings.relay_enabled,
             poll_s=settings.relay_poll_s,
             batch=settings.relay_batch,
+            crash_after_publish=settings.fault_crash_after_publish,
         )
         self.store.notify = self.relay.notify
         self._relay_started = False

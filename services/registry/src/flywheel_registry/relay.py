@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Protocol
 
 from flywheel_shared.events import Event, parse_event
@@ -58,8 +59,10 @@ class OutboxRelay:
         poll_s: float = 1.0,
         batch: int = 100,
         max_backoff_s: float = 30.0,
+        crash_after_publish: bool = False,
     ) -> None:
         self.store = store
+        self.crash_after_publish = crash_after_publish
         self.producer = producer
         self.enabled = enabled
         self.poll_s = poll_s
@@ -101,6 +104,11 @@ class OutboxRelay:
             return 0
         events = [parse_event(r.payload) for r in rows]
         await self.producer.publish_all(events)
+        if self.crash_after_publish:
+            # Fault injection for the tests: die in the window where Kafka has acknowledged
+            # the events and the outbox does not know it yet.
+            log.critical("fault: crashing after publish, before marking the outbox")
+            os._exit(137)
         await asyncio.to_thread(self.store.mark_published, [r.id for r in rows])
         RELAY_PUBLISHED.inc(len(rows))
         log.info(

@@ -32,6 +32,9 @@ class RegistrySettings(ServiceSettings):
         "read replicas or during a Kafka incident)",
     )
     relay_poll_s: float = Field(1.0, gt=0, description="outbox poll interval when idle")
+    fault_crash_after_publish: bool = Field(
+        False, description="TESTS ONLY: exit right after Kafka acknowledged an outbox batch"
+    )
     relay_batch: int = Field(100, ge=1, description="outbox rows published per round trip")
     consume_verdicts: bool = Field(True, description="apply rollout.verdict events")
     consumer_group: str = Field(
@@ -44,6 +47,8 @@ class RegistrySettings(ServiceSettings):
 
     def check(self) -> None:
         """Refuse settings that are unsafe for ``environment``."""
+        if self.environment == "production" and self.fault_crash_after_publish:
+            raise UnsafeSettings("refusing to start: fault injection is for tests, not production")
         require_token(
             self.token_value(),
             environment=self.environment,
