@@ -292,3 +292,30 @@ async def test_http_transports_answer_and_report_errors_in_protocol_format(
         assert (await client.get("/v2/health/ready")).status_code == 503
         r = await client.post("/v1/models/fraud/predict", json={"records": records(1)})
         assert r.status_code == 503
+
+
+async def test_with_a_token_predictions_need_it_and_probes_stay_open(
+    registry: FakeRegistry,
+) -> None:
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    rt = FakeRuntime(DataPlane(manager, ListSink()))
+    app = create_app(lambda: rt, token="serve-me")
+    body = {"records": records(1)}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.post("/v1/models/fraud/predict", json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["code"] == "unauthorized"
+        r = await client.post(
+            "/v2/models/fraud/infer", json={"inputs": []}, headers={"authorization": "Bearer x"}
+        )
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        assert (await client.get("/v1/status")).status_code == 401
+        ok = await client.post(
+            "/v1/models/fraud/predict", json=body, headers={"authorization": "Bearer serve-me"}
+        )
+        assert ok.status_code == 200 and ok.json()["version"] == 1
+        assert (await client.get("/v2/health/ready")).status_code == 200
+        assert (await client.get("/v2/models/fraud")).status_code == 200

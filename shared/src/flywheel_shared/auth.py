@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from .http import ApiError
 
-__all__ = ["UnsafeSettings", "bearer_guard", "read_secret", "require_token"]
+__all__ = ["UnsafeSettings", "bearer_guard", "bearer_problem", "read_secret", "require_token"]
 
 
 class UnsafeSettings(RuntimeError):
@@ -46,6 +46,21 @@ def require_token(token: str | None, *, environment: str, variable: str, what: s
         )
 
 
+def bearer_problem(authorization: str, expected: bytes, service: str) -> ApiError | None:
+    """None when ``authorization`` carries the expected bearer token, else the 401/403 to send."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return ApiError(
+            401,
+            "unauthorized",
+            f"this {service} needs 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(credentials.strip().encode(), expected):
+        return ApiError(403, "forbidden", "the bearer token is not valid")
+    return None
+
+
 def bearer_guard(token: str | None, service: str) -> Callable[[Request], None]:
     """A FastAPI dependency: 401 without ``Authorization: Bearer …``, 403 for a wrong one.
     With ``token`` None (dev without a token) it lets everything through."""
@@ -54,15 +69,8 @@ def bearer_guard(token: str | None, service: str) -> Callable[[Request], None]:
     def guard(request: Request) -> None:
         if expected is None:
             return
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                f"this {service} needs 'Authorization: Bearer <token>'",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(credentials.strip().encode(), expected):
-            raise ApiError(403, "forbidden", "the bearer token is not valid")
+        problem = bearer_problem(request.headers.get("authorization", ""), expected, service)
+        if problem is not None:
+            raise problem
 
     return guard

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flywheel_shared.auth import bearer_problem
+
 from .domain.oip import ProtocolError, decode_request, model_metadata, output_tensors
 from .models import Deployment, LoadedModel
 from .plane import Answer, DataPlane, InferenceError
@@ -59,9 +61,29 @@ def _answer_headers(answer: Answer) -> dict[str, str]:
 
 
 def create_app(
-    runtime: Callable[[], RuntimeView | None], *, max_body_bytes: int = 8 * 1024 * 1024
+    runtime: Callable[[], RuntimeView | None],
+    *,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    token: str | None = None,
 ) -> Starlette:
-    """The transports' ASGI app; ``runtime()`` returns this worker's runtime (None: starting)."""
+    """The transports' ASGI app; ``runtime()`` returns this worker's runtime (None: starting).
+    With ``token``, predictions, inference and status need ``Authorization: Bearer <token>``
+    (health and metadata stay open for probes)."""
+    expected = token.encode() if token else None
+
+    def guarded(handler: Endpoint) -> Endpoint:
+        if expected is None:
+            return handler
+
+        async def wrapped(request: Request) -> Response:
+            problem = bearer_problem(request.headers.get("authorization", ""), expected, "serving")
+            if problem is not None:
+                return _json(
+                    problem.status, {"error": problem.detail, "code": problem.code}, problem.headers
+                )
+            return await handler(request)
+
+        return wrapped
 
     def current() -> RuntimeView:
         rt = runtime()
@@ -229,20 +251,24 @@ def create_app(
         Route("/v2/health/ready", errors(ready, **v2), methods=["GET"]),
         Route("/v2/models/{name}", errors(metadata, **v2), methods=["GET"]),
         Route("/v2/models/{name}/ready", errors(model_ready, **v2), methods=["GET"]),
-        Route("/v2/models/{name}/infer", errors(infer, **v2), methods=["POST"]),
+        Route("/v2/models/{name}/infer", guarded(errors(infer, **v2)), methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}", errors(metadata, **v2), methods=["GET"]),
         Route(
             "/v2/models/{name}/versions/{version}/ready",
             errors(model_ready, **v2),
             methods=["GET"],
         ),
-        Route("/v2/models/{name}/versions/{version}/infer", errors(infer, **v2), methods=["POST"]),
-        Route("/v1/models/{name}/predict", errors(predict, **v1), methods=["POST"]),
         Route(
-            "/v1/models/{name}/versions/{version}/predict",
-            errors(predict, **v1),
+            "/v2/models/{name}/versions/{version}/infer",
+            guarded(errors(infer, **v2)),
             methods=["POST"],
         ),
-        Route("/v1/status", errors(status, **v1), methods=["GET"]),
+        Route("/v1/models/{name}/predict", guarded(errors(predict, **v1)), methods=["POST"]),
+        Route(
+            "/v1/models/{name}/versions/{version}/predict",
+            guarded(errors(predict, **v1)),
+            methods=["POST"],
+        ),
+        Route("/v1/status", guarded(errors(status, **v1)), methods=["GET"]),
     ]
     return Starlette(routes=routes)

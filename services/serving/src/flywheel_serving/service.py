@@ -17,6 +17,7 @@ import pandas  # noqa: F401  (imported at start, not during the first model load
 import sklearn.pipeline  # noqa: F401
 import skops.io  # noqa: F401
 
+from flywheel_shared.auth import read_secret
 from flywheel_shared.logging import setup_logging
 
 from .api import create_app
@@ -32,7 +33,11 @@ def current_runtime() -> ServingRuntime | None:
     return _current[0] if _current else None
 
 
-app = create_app(current_runtime, max_body_bytes=SETTINGS.max_body_bytes)
+app = create_app(
+    current_runtime,
+    max_body_bytes=SETTINGS.max_body_bytes,
+    token=read_secret(SETTINGS.token, SETTINGS.token_file),
+)
 
 
 @bentoml.asgi_app(app, path="/")

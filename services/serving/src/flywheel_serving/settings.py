@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from flywheel_shared.settings import ServiceSettings
@@ -17,6 +17,10 @@ class ServingSettings(ServiceSettings):
 
     registry_url: str = Field("http://127.0.0.1:8100", description="the model registry")
     registry_token: str | None = Field(None, description="bearer token for the registry")
+    token: SecretStr | None = Field(
+        None, description="bearer token required on predictions and status (unset: open)"
+    )
+    token_file: str | None = Field(None, description="file holding the token (wins over token)")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="models to serve (comma-separated); empty: every model in the registry",
