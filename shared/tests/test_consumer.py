@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from flywheel_shared.events import (
     DeadLetter,
     Event,
     ModelAliasChanged,
+    RawRecords,
     RetrainRequested,
     encode_event,
 )
@@ -225,3 +227,38 @@ async def test_hostile_input_is_dead_lettered_with_its_reason_and_nothing_behind
         assert letter.error.startswith(reason), letter.error
         assert letter.source_topic == topic
     assert "schema_version" in by_value[orjson.dumps({**valid, "schema_version": 99})].error
+
+
+async def test_a_13_mib_poison_record_is_dead_lettered_truncated_and_the_partition_moves_on(
+    kafka: tuple[KafkaSettings, EventProducer],
+) -> None:
+    """data.raw takes records up to 16 MiB. Whole in a letter, a 13 MiB one would be 17 MiB of
+    base64, over the dead-letter topic's limit: the letter could never be published and the
+    partition would be stuck retrying it. The letter keeps its head and names the rest."""
+    settings, producer = kafka
+    await ensure_topics(settings, ["data.raw"])
+    seen: list[int] = []
+
+    async def handler(event: Event, _: Delivery) -> None:
+        assert isinstance(event, RawRecords)
+        seen.append(len(event.records))
+
+    cfg = ConsumerConfig(
+        group_id="big-" + settings.topic_prefix, topics=["data.raw"], backoff_s=0.01
+    )
+    c = EventConsumer(settings, cfg, handler, producer)
+    huge = b"\x00" + uuid.uuid4().bytes * (13 * 1024 * 1024 // 16)
+    await c.start()
+    try:
+        await producer.send_bytes(producer.topics("data.raw"), huge, key=b"d")
+        await producer.publish(RawRecords(dataset="d", records=[{"a": 1}, {"a": 2}]))
+        await until(lambda: seen == [2], timeout=60)
+    finally:
+        await c.stop()
+    [letter] = await read_events(
+        settings.bootstrap, producer.topics("deadletter"), until=lambda ev: len(ev) >= 1
+    )
+    assert isinstance(letter, DeadLetter) and letter.error.startswith("undecodable event")
+    assert f"value of {len(huge)} bytes truncated" in letter.error
+    assert hashlib.sha256(huge).hexdigest() in letter.error
+    assert base64.b64decode(letter.value_b64) == huge[: 1024 * 1024]

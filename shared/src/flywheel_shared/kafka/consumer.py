@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -56,6 +57,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+#: Bytes of a dead-lettered value kept in the letter (base64 makes it 4/3 as large): far
+#: under the dead-letter topic's 16 MiB max.message.bytes whatever arrived.
+DEADLETTER_KEEP_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -311,6 +317,15 @@ class EventConsumer:
                 return
 
     async def _dead_letter(self, d: Delivery, value: bytes, error: str, *, attempts: int) -> None:
+        if len(value) > DEADLETTER_KEEP_BYTES:
+            # The letter must fit on the dead-letter topic, or publishing it would fail on
+            # every retry and hold the partition forever: keep the head and identify the rest.
+            digest = hashlib.sha256(value).hexdigest()
+            error = (
+                f"{error[:3000]} [value of {len(value)} bytes truncated to its first "
+                f"{DEADLETTER_KEEP_BYTES}; sha256 {digest}]"
+            )
+            value = value[:DEADLETTER_KEEP_BYTES]
         letter = DeadLetter(
             consumer_group=self.config.group_id,
             source_topic=d.topic,
@@ -318,7 +333,7 @@ class EventConsumer:
             offset=d.offset,
             key_b64=base64.b64encode(d.key).decode() if d.key is not None else None,
             value_b64=base64.b64encode(value).decode(),
-            error=error[:4000],
+            error=error[:4200],
             attempts=attempts,
         )
         await self.producer.publish(letter)  # a failure here is transient: rewind and retry
