@@ -40,9 +40,9 @@ for s in "${SERVICES[@]}"; do
   [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown service '$s' (${ALL[*]})"
 done
 
-# --- a Docker engine (started here if none answers; stopped on exit) --------------------------------
-# shellcheck source=deploy/images/engine.sh
-source deploy/images/engine.sh
+# --- a Docker engine (started here if none answers; stopped on exit), version_of, free_port -------
+# shellcheck source=deploy/images/lib.sh
+source deploy/images/lib.sh
 trap stop_dockerd EXIT
 
 # --- the base image ------------------------------------------------------------------------------
@@ -89,11 +89,6 @@ base() {
 }
 
 # --- build contexts ------------------------------------------------------------------------------
-version_of() {  # the version in services/<svc>/pyproject.toml
-  python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-    "services/$1/pyproject.toml"
-}
-
 own_packages() {  # workspace members the image installs (mirrors the Dockerfile's list)
   case $1 in
     ingest) echo "shared examples/fraud services/ingest" ;;
@@ -161,7 +156,6 @@ for svc in "${SERVICES[@]}"; do
   summary+=("$(printf '%-22s %6ss %10s' "$tag" "$secs" "$(human "$size")")")
 done
 # --- smoke: the registry image runs as a container and Docker's HEALTHCHECK calls it healthy --------
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 smoke_registry() {
   local name=flywheel-images-smoke-$$ port status="" deadline
   port=$(free_port)

@@ -19,14 +19,8 @@ TIMEOUT=${SMOKE_TIMEOUT:-300}
 log() { echo "smoke: $*"; }
 die() { echo "smoke: ERROR: $*" >&2; exit 1; }
 now() { date +%s; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-version_of() {
-  python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-    "services/$1/pyproject.toml"
-}
-
-# shellcheck source=deploy/images/engine.sh
-source deploy/images/engine.sh
+# shellcheck source=deploy/images/lib.sh
+source deploy/images/lib.sh
 
 ID=flywheel-smoke-$$
 PREFIX=smoke$$

@@ -37,7 +37,7 @@ from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.storage import ObjectStore
 from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.testing.procs import ServiceProcess, metric_sum
 from flywheel_shared.topics import TopicNamer
 
 pytestmark = pytest.mark.integration
@@ -77,14 +77,10 @@ class Ingest:
         ctype: str = "application/json",
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(
-            self.proc.url + path, data=body, headers={"content-type": ctype, **(headers or {})}
+        status, _, answer = self.proc.request(
+            "POST", path, body, {"content-type": ctype, **(headers or {})}
         )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return status, json.loads(answer)
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.proc.url + path, timeout=10) as resp:
@@ -431,12 +427,7 @@ async def test_with_kafka_down_a_write_is_503_in_time_and_its_retry_lands_once(
 
 def counter(svc: Ingest, name: str) -> float:
     """Sum of a counter's samples on one process's /metrics."""
-    _, _, body = svc.proc.request("GET", "/metrics")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.decode().splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
+    return metric_sum(svc.proc.request("GET", "/metrics")[2].decode(), name)
 
 
 @pytest.mark.slow

@@ -130,12 +130,3 @@ class Registry:
             port,
             tmp / f"serving-{port}.log",
         )
-
-
-def metric_sum(text: str, name: str) -> float:
-    """Sum of a Prometheus metric's samples (every label set) in an exposition text."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-    return total

@@ -13,13 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from serving_support import Registry, fraud_spec, metric_sum, records, register, trained
+from serving_support import Registry, fraud_spec, records, register, trained
 
 from flywheel_serving.domain.routing import bucket
 from flywheel_shared.devkafka import LocalKafka
 from flywheel_shared.events import Event, ModelAliasChanged, PredictionsLogged
 from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.testing.procs import ServiceProcess, metric_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WORKERS = 2

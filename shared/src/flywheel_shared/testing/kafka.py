@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from flywheel_shared.devkafka import KafkaStartError, LocalKafka, pick_free_port, wait_for_kafka
+from flywheel_shared.ops.trace import describe_error
 
 __all__ = [
     "KAFKA_IMAGE",
@@ -161,7 +162,7 @@ def _start_local(timeout: float, data_dir: Path | None) -> BrokerHandle:
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     """``Type: message`` on one line, cut at ``limit`` characters (Docker errors are long)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = " ".join(describe_error(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

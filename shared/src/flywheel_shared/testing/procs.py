@@ -13,6 +13,15 @@ import urllib.request
 from pathlib import Path
 
 
+def metric_sum(text: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (every label set) in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class ServiceProcess:
     """``python -m MODULE`` with an environment, waited on until ``/readyz`` answers 200."""
 

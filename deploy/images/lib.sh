@@ -1,8 +1,16 @@
-# Sourced by deploy/images/{build,smoke}.sh: `engine` makes sure a Docker engine answers. Where
+# Sourced by deploy/images/{build,smoke}.sh: `version_of`, `free_port`, and `engine`, which
+# makes sure a Docker engine answers. Where
 # none does but dockerd is installed (or installable from Debian, as root), it starts a private
 # dockerd without touching the firewall (--iptables=false, no bridge: builds run with
 # --network none, the smoke test with --network host); `stop_dockerd` stops exactly that one.
 # Needs: log, die, $STATE.
+version_of() {  # the version in services/<svc>/pyproject.toml (the image tag)
+  python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+    "services/$1/pyproject.toml"
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 DOCKERD_PID=""
 stop_dockerd() {
   [[ -n $DOCKERD_PID ]] || return 0
