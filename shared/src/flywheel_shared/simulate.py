@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -70,11 +71,14 @@ class HttpSink:
 
     def _post(self, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.retry_s
+        # One key for the write and all its retries: a write answered 503 (or cut off) may
+        # have landed anyway, and ingest stores records sent under one key once.
+        headers = {**self.headers, "idempotency-key": str(uuid.uuid4())}
         while True:
             req = urllib.request.Request(  # noqa: S310 -- base_url is http(s), checked above
                 self.base_url + path,
                 data=body,
-                headers=self.headers,
+                headers=headers,
             )
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- http(s) only

@@ -6,6 +6,7 @@ import http.client
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -92,13 +93,16 @@ class _Client:
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
 
     def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        # One Idempotency-Key per batch, the same on every retry: a batch answered 503 (or cut
+        # off mid-request) may have landed anyway, and ingest stores a key's records once.
+        headers = {**self.headers, "idempotency-key": str(uuid.uuid4())}
         for attempt in range(30):
             try:
                 self.conn.request(
                     "POST",
                     self.prefix + path,
                     body,
-                    self.headers,
+                    headers,
                 )
                 resp = self.conn.getresponse()
                 data = resp.read()
