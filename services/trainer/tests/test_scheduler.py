@@ -124,3 +124,20 @@ async def test_a_run_that_must_wait_is_retried_early_when_poked() -> None:
     await asyncio.wait_for(done.wait(), 5)
     await s.drain()
     assert len(attempts) == 2 and s.barrier(TP) is None
+
+
+async def test_a_cooldown_learned_after_a_restart_holds_data_runs_but_not_retrains() -> None:
+    ran: list[str] = []
+
+    async def run(model: str, triggers: list[Trigger]) -> bool:
+        ran.extend(t.kind for t in triggers)
+        return True
+
+    s = Scheduler(run, lambda m: 3600.0)
+    s.cool_down_for("m", 60.0)  # the last version is 59 minutes old
+    s.submit("m", trig(0))
+    await asyncio.sleep(0)
+    assert ran == [] and s.busy("m")  # new data waits for the rest of the cooldown
+    s.submit("m", trig(1, kind="retrain"))
+    await s.drain()
+    assert ran == ["new_data", "retrain"]  # a retrain does not wait, and takes the data along

@@ -97,6 +97,14 @@ class TrainerService:
                 if latest
                 else TrainedState()
             )
+            if latest is not None:
+                # The cooldown outlives a restart: what is left of it since the last version.
+                created = latest.created_at
+                created = created if created.tzinfo else created.replace(tzinfo=UTC)
+                since = (datetime.now(UTC) - created).total_seconds()
+                left = self._cooldown(model) - since
+                if left > 0:
+                    self.scheduler.cool_down_for(model, left)
         return self._state[model]
 
     # -- triggers -------------------------------------------------------------------------

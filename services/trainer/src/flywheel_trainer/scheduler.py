@@ -81,6 +81,12 @@ class Scheduler:
         QUEUED.labels(model).set(len(q.pending))
         self._maybe_start(model)
 
+    def cool_down_for(self, model: str, seconds: float) -> None:
+        """Hold data-triggered runs of ``model`` for at least ``seconds`` more. A restarted
+        trainer calls it with the cooldown its last version left, which memory lost."""
+        q = self._queues.setdefault(model, _Queue())
+        q.not_before = max(q.not_before, self.clock() + seconds)
+
     def busy(self, model: str) -> bool:
         """True while a run is in progress or triggers wait."""
         q = self._queues.get(model)
