@@ -13,12 +13,23 @@ Layout of a data directory (it survives broker restarts)::
     <data_dir>/broker.log          broker stdout/stderr, appended across restarts
     <data_dir>/broker.pid          pid of the running broker
     <data_dir>/devkafka.json       ports and pid, so another process can stop/inspect it
+    <data_dir>/security/           only with security: ca.pem (clients verify with it), the
+                                   broker's keystore, and secrets.json (keystore and broker
+                                   passwords); mode 0700
 
 Command line::
 
     python -m flywheel_shared.devkafka start [--port 9092] [--data-dir .flywheel/kafka]
     python -m flywheel_shared.devkafka start --foreground    # Ctrl-C stops the broker
+    python -m flywheel_shared.devkafka start --sasl-scram alice:secret --tls   # SASL_SSL
     python -m flywheel_shared.devkafka status | stop | restart
+
+Security (:class:`KafkaSecurity`, off by default): the client listener can require
+SASL/SCRAM-SHA-512 (users created when the storage is first formatted), TLS (a certificate for
+127.0.0.1/localhost from a throwaway CA generated in ``<data_dir>/security/``), or both
+(``SASL_SSL``). Brokers talk to each other on that same listener as the internal SCRAM user
+``devkafka-broker``; only the KRaft controller listener stays PLAINTEXT on 127.0.0.1. No
+authorizer runs: every authenticated user may do everything.
 
 Environment: ``FLYWHEEL_KAFKA_CACHE`` (jar cache, default ``~/.cache/flywheel/kafka``),
 ``FLYWHEEL_KAFKA_POM`` (pom to resolve, default the repo's ``deploy/kafka/pom.xml``),
@@ -35,10 +46,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -56,12 +70,15 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "KAFKA_VERSION",
+    "SCRAM_MECHANISM",
+    "KafkaSecurity",
     "KafkaStartError",
     "LocalKafka",
     "default_cache_dir",
     "default_data_dir",
     "find_pom",
     "main",
+    "parse_scram_user",
     "pick_free_port",
     "resolve_jars",
     "wait_for_kafka",
@@ -76,6 +93,15 @@ _STATE_FILE = "devkafka.json"
 _PID_FILE = "broker.pid"
 _LOG_FILE = "broker.log"
 _LOG_PREFIX = "devkafka:"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+_BROKER_USER = "devkafka-broker"  # inter-broker SCRAM user; readiness probes log in as it
+_SECURITY_DIR = "security"
+_SECRETS_FILE = "secrets.json"
+_SCRAM_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+# kafka-storage splits --add-scram on commas; quotes, backslashes and blanks would need
+# escaping in the JAAS config and in shells: refused rather than half supported.
+_SCRAM_PASSWORD_BAD = re.compile(r'[\s,"\\]')
+_TLS_DAYS = "3650"
 
 _LOG4J2_BROKER = """\
 # Written by flywheel_shared.devkafka on every start; edits are overwritten.
@@ -109,6 +135,74 @@ rootLogger.appenderRef.out.ref = OUT
 
 class KafkaStartError(RuntimeError):
     """The broker (or the jar resolution) failed; the message carries the log tail."""
+
+
+class KafkaSecurity:
+    """How the broker's client listener is secured; the default (nothing) is PLAINTEXT.
+
+    ``scram_users`` (name → password): require SASL/SCRAM-SHA-512 and create these users. They
+    are created when the data directory's storage is formatted, i.e. on its first start, so a
+    data directory keeps the users it was first started with (another set is an error).
+    ``tls``: TLS with a certificate for 127.0.0.1 and localhost, signed by a throwaway CA; both
+    are generated in ``<data_dir>/security/`` on first use and kept, and clients verify the
+    broker with :attr:`LocalKafka.ca_file`. Both together: ``SASL_SSL``.
+    """
+
+    def __init__(self, scram_users: Mapping[str, str] | None = None, *, tls: bool = False) -> None:
+        users = dict(scram_users or {})
+        for name, password in users.items():
+            if not _SCRAM_NAME.fullmatch(name):
+                raise ValueError(f"SCRAM user name {name!r}: use 1-128 letters, digits and . _ @ -")
+            if name == _BROKER_USER:
+                raise ValueError(f"SCRAM user name {name!r} is the broker's own; pick another")
+            if not password or _SCRAM_PASSWORD_BAD.search(password):
+                raise ValueError(
+                    f"the SCRAM password of {name!r} must be non-empty, without commas, "
+                    "quotes, backslashes or whitespace"
+                )
+        self.scram_users: dict[str, str] = users
+        self.tls = bool(tls)
+
+    @property
+    def protocol(self) -> str:
+        """Kafka security protocol of the client listener: PLAINTEXT, SSL, SASL_PLAINTEXT or
+        SASL_SSL."""
+        if self.scram_users:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL" if self.tls else "PLAINTEXT"
+
+    @property
+    def sasl(self) -> bool:
+        """True when clients must log in (SCRAM)."""
+        return bool(self.scram_users)
+
+    def digest(self, salt: str) -> str:
+        """A salted hash of the users and passwords (to tell whether storage has them)."""
+        items = json.dumps(sorted(self.scram_users.items()))
+        return hashlib.sha256(f"{salt}|{items}".encode()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KafkaSecurity):
+            return NotImplemented
+        return (self.scram_users, self.tls) == (other.scram_users, other.tls)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:  # never the passwords
+        return f"KafkaSecurity(scram_users={sorted(self.scram_users)}, tls={self.tls})"
+
+
+def parse_scram_user(text: str) -> tuple[str, str]:
+    """``USER:PASSWORD`` → ``(user, password)`` (the password may contain colons).
+
+    Raises ``ValueError`` with a message that never repeats the password.
+    """
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        which = f" for user {name!r}" if sep and name else ""
+        raise ValueError(f"expected USER:PASSWORD{which}")
+    KafkaSecurity({name: password})  # validates both
+    return name, password
 
 
 def _say(msg: str) -> None:
@@ -297,13 +391,16 @@ def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def _metadata_probe(bootstrap: str, budget_s: float) -> bool:
+async def _metadata_probe(
+    bootstrap: str, budget_s: float, options: Mapping[str, Any] | None = None
+) -> bool:
     from aiokafka import AIOKafkaClient  # imported lazily: only needed when probing
 
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap,
         client_id="flywheel-devkafka-probe",
         request_timeout_ms=max(1000, int(budget_s * 1000)),
+        **(options or {}),
     )
     try:
         async with asyncio.timeout(budget_s):
@@ -317,12 +414,14 @@ async def _metadata_probe(bootstrap: str, budget_s: float) -> bool:
             await client.close()
 
 
-def _probe_in_thread(bootstrap: str, timeout: float) -> bool:
+def _probe_in_thread(
+    bootstrap: str, timeout: float, options: Mapping[str, Any] | None = None
+) -> bool:
     """Run the async probe on a private loop, so callers may already be inside a loop."""
     result: list[bool] = [False]
 
     def run() -> None:
-        result[0] = asyncio.run(_metadata_probe(bootstrap, timeout))
+        result[0] = asyncio.run(_metadata_probe(bootstrap, timeout, options))
 
     t = threading.Thread(target=run, name="devkafka-probe", daemon=True)
     t.start()
@@ -336,11 +435,13 @@ def wait_for_kafka(
     *,
     is_alive: Callable[[], bool] | None = None,
     describe_failure: Callable[[], str] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Block until ``bootstrap`` answers a Kafka Metadata request listing a live broker.
 
     ``is_alive`` lets the caller abort early when the broker process died;
-    ``describe_failure`` supplies extra text (e.g. a log tail) for the error.
+    ``describe_failure`` supplies extra text (e.g. a log tail) for the error;
+    ``client_options`` are extra aiokafka client arguments (security, credentials).
     Raises :class:`KafkaStartError` on timeout or early death.
     """
     host, port = _split_bootstrap(bootstrap)
@@ -354,7 +455,7 @@ def wait_for_kafka(
             extra = describe_failure() if describe_failure else ""
             raise KafkaStartError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s\n{extra}")
         if _tcp_open(host, port, timeout=min(0.5, remaining)) and _probe_in_thread(
-            bootstrap, timeout=min(10.0, max(1.0, remaining))
+            bootstrap, min(10.0, max(1.0, remaining)), client_options
         ):
             return
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
@@ -385,6 +486,53 @@ def _pid_cmdline(pid: int) -> str | None:
     return out.split(None, 1)[1] if " " in out else ""
 
 
+def _security_options(
+    protocol: str, ca_file: Path | None, user: str | None, password: str | None
+) -> dict[str, Any]:
+    """aiokafka connection arguments for ``protocol`` (empty for PLAINTEXT)."""
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(
+            cafile=str(ca_file) if ca_file else None
+        )
+    if protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=SCRAM_MECHANISM, sasl_plain_username=user, sasl_plain_password=password
+        )
+    return options
+
+
+def _keytool(java: str) -> str:
+    for candidate in (Path(java).parent, Path(os.path.realpath(java)).parent):
+        if (candidate / "keytool").is_file():
+            return str(candidate / "keytool")
+    found = shutil.which("keytool")
+    if found is None:
+        raise KafkaStartError("`keytool` not found: TLS needs the JDK's keytool next to java")
+    return found
+
+
+def _run_tools(*commands: tuple[str, list[str]]) -> None:
+    """Run ``(label, argv)`` commands in parallel (short-lived JVMs); raise if any fails.
+
+    The error names the label, never the command line (it carries the keystore password).
+    """
+    procs = [
+        (label, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        for label, cmd in commands
+    ]
+    failures = []
+    for label, proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            text = out.decode(errors="replace").strip()
+            failures.append(f"keytool {label} failed ({proc.returncode}): {text}")
+    if failures:
+        raise KafkaStartError("generating the TLS certificate failed:\n" + "\n".join(failures))
+
+
 # ------------------------------------------------------------------------- broker
 
 
@@ -407,12 +555,16 @@ class LocalKafka:
         heap_max: str = "512m",
         heap_min: str = "256m",
         extra_properties: Mapping[str, str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         """Describe a broker; nothing starts until :meth:`start`.
 
         ``port=None`` reuses the port recorded in the data directory, else 9092;
         ``port=0`` picks a free port at first start (kept across restarts).
         ``controller_port=None`` picks a free port at each start.
+        ``security``: SASL/SCRAM and/or TLS on the client listener (see
+        :class:`KafkaSecurity`); None is PLAINTEXT. It applies to each start and is not
+        remembered, but a broker that already runs is adopted with whatever it runs.
         """
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.cache_dir = Path(cache_dir or default_cache_dir()).expanduser().resolve()
@@ -425,6 +577,9 @@ class LocalKafka:
         self.heap_max = heap_max
         self.heap_min = heap_min
         self.extra_properties = dict(extra_properties or {})
+        self.security = (
+            security if security is not None and security.protocol != "PLAINTEXT" else None
+        )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -454,6 +609,103 @@ class LocalKafka:
     def properties_file(self) -> Path:
         """The generated ``server.properties``."""
         return self.data_dir / "server.properties"
+
+    @property
+    def security_dir(self) -> Path:
+        """Certificates and secrets of a secured broker (mode 0700)."""
+        return self.data_dir / _SECURITY_DIR
+
+    @property
+    def security_protocol(self) -> str:
+        """The client listener's protocol: the requested one, else the running broker's."""
+        if self.security is not None:
+            return self.security.protocol
+        recorded = self._read_state().get("security_protocol")
+        return str(recorded) if recorded and self.is_running() else "PLAINTEXT"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """PEM file of the CA that signed the broker's certificate (with TLS), for clients."""
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            return self.security_dir / "ca.pem"
+        return None
+
+    def client_options(self, user: str | None = None) -> dict[str, Any]:
+        """aiokafka client arguments to reach this broker as ``user`` (SCRAM).
+
+        ``user`` defaults to the first of :attr:`security`'s users, else the broker's own.
+        """
+        name, password = self._credentials(user)
+        return {
+            "bootstrap_servers": self.bootstrap,
+            **_security_options(self.security_protocol, self.ca_file, name, password),
+        }
+
+    def client_env(self, user: str | None = None) -> dict[str, str]:
+        """The ``FLYWHEEL_KAFKA_*`` variables that point a Flywheel service at this broker as
+        ``user`` (password included)."""
+        protocol = self.security_protocol
+        env = {"FLYWHEEL_KAFKA_BOOTSTRAP": self.bootstrap}
+        if protocol == "PLAINTEXT":
+            return env
+        env["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] = protocol
+        if protocol.startswith("SASL_"):
+            name, password = self._credentials(user)
+            env.update(
+                FLYWHEEL_KAFKA_SASL_MECHANISM=SCRAM_MECHANISM,
+                FLYWHEEL_KAFKA_SASL_USERNAME=name or "",
+                FLYWHEEL_KAFKA_SASL_PASSWORD=password or "",
+            )
+        if self.ca_file is not None:
+            env["FLYWHEEL_KAFKA_SSL_CAFILE"] = str(self.ca_file)
+        return env
+
+    def _credentials(self, user: str | None) -> tuple[str | None, str | None]:
+        users = self.security.scram_users if self.security is not None else {}
+        if user is None and users:
+            user = next(iter(users))
+        if user is None or user == _BROKER_USER:
+            return _BROKER_USER, self._secrets(create=False).get("broker_password")
+        if user not in users:
+            raise KeyError(f"no SCRAM user {user!r} in this broker's security settings")
+        return user, users[user]
+
+    def _probe_options(self) -> dict[str, Any]:
+        """How readiness probes reach the running broker: as recorded when it started, logged
+        in as the broker's own user."""
+        protocol = str(self._read_state().get("security_protocol") or "PLAINTEXT")
+        ca = self.security_dir / "ca.pem"
+        ca_file = ca if ca.is_file() else None  # gone: the probe then fails rather than raises
+        password = self._secrets(create=False).get("broker_password")
+        return _security_options(protocol, ca_file, _BROKER_USER, password)
+
+    def _secrets(self, *, create: bool = True) -> dict[str, Any]:
+        """``security/secrets.json``: generated passwords (created on first use)."""
+        path = self.security_dir / _SECRETS_FILE
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                return data
+        except (OSError, ValueError):
+            pass
+        if not create:
+            return {}
+        data = {
+            "salt": secrets.token_hex(8),
+            "broker_password": secrets.token_urlsafe(24),
+            "keystore_password": secrets.token_urlsafe(24),
+        }
+        self._write_secrets(data)
+        return data
+
+    def _write_secrets(self, data: Mapping[str, Any]) -> None:
+        self.security_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.security_dir, 0o700)
+        tmp = self.security_dir / f".{_SECRETS_FILE}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.security_dir / _SECRETS_FILE)
 
     @property
     def cluster_id(self) -> str | None:
@@ -512,7 +764,7 @@ class LocalKafka:
         return (
             self.is_running()
             and _tcp_open("127.0.0.1", self.port)
-            and _probe_in_thread(self.bootstrap, timeout)
+            and _probe_in_thread(self.bootstrap, timeout, self._probe_options())
         )
 
     def log_tail(self, lines: int = 60, *, since_start: bool = True) -> str:
@@ -565,18 +817,132 @@ class LocalKafka:
             # Default is 128 MiB allocated on the heap at startup; too much for -Xmx512m.
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         }
+        if self.security is not None:
+            props.update(self._security_properties(self.security))
         props.update(self.extra_properties)
         return props
+
+    def _security_properties(self, security: KafkaSecurity) -> dict[str, str]:
+        """The client listener (named after its protocol) secured; brokers use it too."""
+        protocol = listener = security.protocol
+        props = {
+            "listeners": (
+                f"{listener}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"{listener}://127.0.0.1:{self.port}",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"{listener}:{protocol},CONTROLLER:PLAINTEXT",
+        }
+        secret = self._secrets()
+        prefix = f"listener.name.{listener.lower()}"
+        if security.sasl:
+            props.update(
+                {
+                    "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+                    "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+                    f"{prefix}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                        f'username="{_BROKER_USER}" password="{secret["broker_password"]}";'
+                    ),
+                }
+            )
+        if security.tls:
+            props.update(
+                {
+                    "ssl.keystore.type": "PKCS12",
+                    "ssl.keystore.location": str(self.security_dir / "broker.p12"),
+                    "ssl.keystore.password": secret["keystore_password"],
+                    "ssl.key.password": secret["keystore_password"],
+                    # The broker connects to itself too (transaction markers): it trusts the CA.
+                    "ssl.truststore.type": "PEM",
+                    "ssl.truststore.location": str(self.security_dir / "ca.pem"),
+                    "ssl.client.auth": "none",
+                }
+            )
+        return props
+
+    def _ensure_tls(self, java: str) -> None:
+        """A CA and a broker certificate for 127.0.0.1/localhost, made once per data dir.
+
+        The CA's key is thrown away once the broker certificate is signed: nothing else can
+        be signed with it. Four rounds of keytool JVMs (about 2-3 s), on the first start only.
+        """
+        ca_pem, keystore = self.security_dir / "ca.pem", self.security_dir / "broker.p12"
+        secret = self._secrets()
+        if ca_pem.is_file() and keystore.is_file():
+            return
+        keytool = _keytool(java)
+        tmp = self.security_dir / f"tls.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700)
+        pw = secret["keystore_password"]
+        fast = ["-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC", "-J-Xshare:auto"]
+
+        def kt(*args: str, keystore: str) -> list[str]:
+            return [keytool, *fast, *args, "-keystore", keystore, "-storetype", "PKCS12",
+                    "-storepass", pw]  # fmt: skip
+
+        gen = ("-genkeypair", "-keyalg", "EC", "-groupname", "secp256r1", "-validity", _TLS_DAYS,
+               "-keypass", pw)  # fmt: skip
+        ca_ks, broker_ks = str(tmp / "ca.p12"), str(tmp / "broker.p12")
+        csr, cert, ca_out, chain = (str(tmp / f) for f in ("csr", "cert.pem", "ca.pem", "chain"))
+        ca_ext = ("-ext", "bc:c", "-ext", "KU:c=keyCertSign,cRLSign")
+        leaf_ext = ("-ext", "SAN=dns:localhost,ip:127.0.0.1", "-ext", "KU:c=digitalSignature",
+                    "-ext", "EKU=serverAuth,clientAuth")  # fmt: skip
+        started = time.monotonic()
+        _run_tools(
+            ("-genkeypair (CA)", kt(*gen, "-alias", "ca", "-dname", "CN=Flywheel devkafka CA",
+                                    *ca_ext, keystore=ca_ks)),
+            ("-genkeypair (broker)", kt(*gen, "-alias", "broker", "-dname", "CN=localhost",
+                                        keystore=broker_ks)),
+        )  # fmt: skip
+        _run_tools(
+            ("-certreq", kt("-certreq", "-alias", "broker", "-file", csr, keystore=broker_ks)),
+            ("-exportcert", kt("-exportcert", "-rfc", "-alias", "ca", "-file", ca_out,
+                               keystore=ca_ks)),
+        )  # fmt: skip
+        _run_tools(
+            ("-gencert", kt("-gencert", "-rfc", "-alias", "ca", "-infile", csr, "-outfile", cert,
+                            "-validity", _TLS_DAYS, *leaf_ext, keystore=ca_ks)),
+        )  # fmt: skip
+        Path(chain).write_text(Path(cert).read_text() + Path(ca_out).read_text())
+        _run_tools(
+            ("-importcert", kt("-importcert", "-noprompt", "-alias", "broker", "-file", chain,
+                               keystore=broker_ks)),
+        )  # fmt: skip
+        Path(broker_ks).replace(keystore)
+        Path(ca_out).replace(ca_pem)  # last: both present means complete
+        shutil.rmtree(tmp, ignore_errors=True)
+        _say(
+            "generated a throwaway CA and a broker certificate in "
+            f"{time.monotonic() - started:.1f}s: clients verify with {ca_pem}"
+        )
 
     def _write_config(self) -> None:
         lines = [f"# Written by flywheel_shared.devkafka on {time.strftime('%Y-%m-%d %H:%M:%S')}"]
         lines += [f"{k}={v}" for k, v in self._properties().items()]
+        if self.security is not None:  # it holds the keystore and broker passwords
+            self.properties_file.touch(mode=0o600)
+            os.chmod(self.properties_file, 0o600)
         self.properties_file.write_text("\n".join(lines) + "\n")
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2_BROKER)
         (self.data_dir / "log4j2-tools.properties").write_text(_LOG4J2_TOOL)
 
     def _format_storage(self, java: str, libs: Path) -> None:
-        if (self.log_dir / "meta.properties").is_file():
+        security = self.security if self.security is not None and self.security.sasl else None
+        formatted = (self.log_dir / "meta.properties").is_file()
+        scram: list[str] = []
+        digest = None
+        if security is not None:
+            secret = self._secrets()
+            digest = security.digest(secret["salt"])
+            if formatted:
+                self._check_scram_users(security, secret, digest)
+                return
+            users = {_BROKER_USER: secret["broker_password"], **security.scram_users}
+            for name, password in users.items():
+                scram += ["--add-scram", f'{SCRAM_MECHANISM}=[name="{name}",password="{password}"]']
+        if formatted:
             return  # already formatted: keep the cluster id and all data
         cluster_id = _new_cluster_id()
         cds, _ = self._cds_flags(java, libs, dump_if_missing=False)
@@ -594,12 +960,39 @@ class LocalKafka:
             cluster_id,
             "-c",
             str(self.properties_file),
+            *scram,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise KafkaStartError(
                 f"kafka-storage format failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
             )
+        if security is not None:
+            self._write_secrets(
+                {
+                    **self._secrets(),
+                    "scram_users": digest,
+                    "scram_names": sorted(security.scram_users),
+                }
+            )
+
+    def _check_scram_users(
+        self, security: KafkaSecurity, secret: Mapping[str, Any], digest: str
+    ) -> None:
+        """SCRAM users exist only if the storage was formatted with them: say so if not."""
+        if secret.get("scram_users") == digest:
+            return
+        names = secret.get("scram_names")
+        had = (
+            f"with other SCRAM users or passwords ({', '.join(names) or 'none'})"
+            if names is not None
+            else "without SCRAM users"
+        )
+        raise KafkaStartError(
+            f"the data dir {self.data_dir} was first started {had}, and SCRAM users are "
+            "created only when the storage is formatted: ask for that same set, or use a new "
+            f"--data-dir (or delete this one) for {', '.join(sorted(security.scram_users))}"
+        )
 
     def _cds_flags(
         self, java: str, libs: Path, *, dump_if_missing: bool = True
@@ -652,9 +1045,20 @@ class LocalKafka:
         with _file_lock(self.data_dir / ".start.lock"):
             if self.is_running():
                 state = self._read_state()
+                running = state.get("security_protocol") or "PLAINTEXT"
+                if self.security is not None and running != self.security.protocol:
+                    raise KafkaStartError(
+                        f"the broker of {self.data_dir} already runs with {running}, not "
+                        f"{self.security.protocol}; stop it first"
+                    )
                 self.port = int(state.get("port", self.port))
                 self.controller_port = state.get("controller_port", self.controller_port)
-                wait_for_kafka(self.bootstrap, timeout, is_alive=self.is_running)
+                wait_for_kafka(
+                    self.bootstrap,
+                    timeout,
+                    is_alive=self.is_running,
+                    client_options=self._probe_options(),
+                )
                 return self
             return self._launch(timeout)
 
@@ -674,6 +1078,8 @@ class LocalKafka:
 
         libs = resolve_jars(self.cache_dir)
         java = _java()
+        if self.security is not None and self.security.tls:
+            self._ensure_tls(java)
         self._write_config()
         self._format_storage(java, libs)
         self._finish_cds_dump(keep=False)  # a broker that died unstopped may have left one
@@ -718,6 +1124,7 @@ class LocalKafka:
             bootstrap=self.bootstrap,
             cluster_id=self.cluster_id,
             cds_dump=str(dump) if dump else None,
+            security_protocol=self.security.protocol if self.security is not None else None,
         )
         try:
             wait_for_kafka(
@@ -725,6 +1132,7 @@ class LocalKafka:
                 timeout,
                 is_alive=self.is_running,
                 describe_failure=self.log_tail,
+                client_options=self._probe_options(),
             )
         except BaseException:
             # Don't leave a half-started JVM behind (the error already carries the log tail).
@@ -836,6 +1244,26 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stay attached; Ctrl-C / SIGTERM stops the broker",
     )
+    secure = starting.add_argument_group(
+        "security (default: PLAINTEXT; applies to this start only, repeat it on restart)"
+    )
+    secure.add_argument(
+        "--sasl-scram",
+        action="append",
+        type=_scram_arg,
+        default=[],
+        metavar="USER:PASSWORD",
+        help=f"require SASL/{SCRAM_MECHANISM} on the client listener and create this user "
+        "(repeatable). Users are created when the data dir is first started: a data dir "
+        "keeps its first set. Passwords: no commas, quotes, backslashes or blanks",
+    )
+    secure.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on the client listener, with a certificate for 127.0.0.1/localhost from a "
+        "throwaway CA generated in <data-dir>/security/ (kept across restarts); clients "
+        "verify with <data-dir>/security/ca.pem. With --sasl-scram: SASL_SSL",
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m flywheel_shared.devkafka",
@@ -849,6 +1277,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "  python -m flywheel_shared.devkafka start              # 127.0.0.1:9092, detached\n"
             "  python -m flywheel_shared.devkafka start --foreground # Ctrl-C stops it\n"
             "  export KAFKA=$(python -m flywheel_shared.devkafka start --port 0)\n"
+            "  python -m flywheel_shared.devkafka start --sasl-scram alice:s3cret --tls\n"
+            "      # SASL_SSL; it prints the FLYWHEEL_KAFKA_* variables services need\n"
             "  python -m flywheel_shared.devkafka status; python -m flywheel_shared.devkafka stop\n"
             "data (topics, offsets, cluster id) lives in --data-dir and survives restarts;\n"
             "the broker log is <data-dir>/broker.log."
@@ -867,6 +1297,38 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("restart", parents=[common, starting], help="stop, then start")
     return parser
+
+
+def _scram_arg(text: str) -> tuple[str, str]:
+    try:
+        return parse_scram_user(text)
+    except ValueError as exc:  # argparse would print the value, password included
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _security_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> KafkaSecurity | None:
+    users: dict[str, str] = {}
+    for name, password in getattr(args, "sasl_scram", None) or []:
+        if name in users:
+            parser.error(f"argument --sasl-scram: user {name!r} given twice")
+        users[name] = password
+    tls = bool(getattr(args, "tls", False))
+    return KafkaSecurity(users, tls=tls) if users or tls else None
+
+
+def _say_security(kafka: LocalKafka) -> None:
+    env = kafka.client_env()
+    if "FLYWHEEL_KAFKA_SASL_PASSWORD" in env:
+        env["FLYWHEEL_KAFKA_SASL_PASSWORD"] = f"<password of {env['FLYWHEEL_KAFKA_SASL_USERNAME']}>"
+    users = sorted(kafka.security.scram_users) if kafka.security is not None else []
+    _say(
+        f"client listener: {kafka.security_protocol}"
+        + (f" ({SCRAM_MECHANISM}; users: {', '.join(users)})" if users else "")
+        + (f"; CA: {kafka.ca_file}" if kafka.ca_file else "")
+    )
+    _say("services take: " + " ".join(f"{k}={v}" for k, v in env.items()))
 
 
 def _run_foreground(kafka: LocalKafka) -> int:
@@ -894,7 +1356,9 @@ def _run_foreground(kafka: LocalKafka) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m flywheel_shared.devkafka``."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    security = _security_from_args(parser, args)
     data_dir = args.data_dir or default_data_dir()
     port = getattr(args, "port", None)
     kafka = LocalKafka(
@@ -902,6 +1366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=port,
         controller_port=getattr(args, "controller_port", None),
         cache_dir=args.cache_dir,
+        security=security,
     )
     try:
         if args.command == "status":
@@ -909,9 +1374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"stopped (data dir {kafka.data_dir})")
                 return 3
             ready = kafka.is_ready()
+            protocol = kafka.security_protocol
             print(
                 f"{'ready' if ready else 'running, not answering'}: bootstrap={kafka.bootstrap} "
                 f"pid={kafka.pid} data_dir={kafka.data_dir}"
+                + (f" security={protocol} ca={kafka.ca_file}" if protocol != "PLAINTEXT" else "")
             )
             return 0 if ready else 1
         if args.command == "stop":
@@ -931,6 +1398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Kafka {KAFKA_VERSION} ready at {kafka.bootstrap} in "
             f"{time.monotonic() - began:.1f}s (data {kafka.data_dir})"
         )
+        if kafka.security_protocol != "PLAINTEXT":
+            _say_security(kafka)
         print(kafka.bootstrap, flush=True)
         if args.foreground:
             return _run_foreground(kafka)

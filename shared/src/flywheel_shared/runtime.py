@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
+
 from .kafka.admin import ensure_topics
 from .kafka.consumer import EventConsumer
+from .kafka.problems import KafkaUnavailable, connection_problem
 from .kafka.producer import EventProducer
 from .settings import KafkaSettings
 from .tasks import Supervised
@@ -35,6 +38,8 @@ class KafkaRuntime:
         self.producer = EventProducer(kafka, client_id=f"flywheel-{self.service}")
         self.consumers: list[EventConsumer] = []
         self.connected = asyncio.Event()
+        self.kafka_problem: str | None = None
+        """Why the last connection attempt failed (e.g. authentication), until one succeeds."""
         # Retried until Kafka answers: 0.5 s doubling to 10 s between attempts.
         self._connect = Supervised("kafka-connect", self._connect_once, every_s=_IDLE_S)
         self._background: list[Supervised] = []
@@ -88,11 +93,16 @@ class KafkaRuntime:
             for consumer in self.make_consumers():
                 await consumer.start()
                 self.consumers.append(consumer)
-        except Exception:  # Kafka away (or a hook failed): start again from nothing
+        except Exception as exc:  # Kafka away (or a hook failed): start again from nothing
             for consumer in self.consumers:
                 await consumer.stop()
             self.consumers.clear()
-            raise
+            if not isinstance(exc, KafkaConnectionError):
+                raise
+            # "Unable to bootstrap" hides the cause (refused, wrong password, TLS): ask.
+            self.kafka_problem = await connection_problem(self.kafka) or str(exc)
+            raise KafkaUnavailable(self.kafka_problem) from exc
+        self.kafka_problem = None
         self.connected.set()
         log.info("connected to kafka", extra={"bootstrap": self.kafka.bootstrap})
 
@@ -114,7 +124,8 @@ class KafkaRuntime:
     async def kafka_ready(self) -> str | None:
         """Readiness check of the Kafka link."""
         if not self.connected.is_set():
-            return "connecting to kafka"
+            problem = self.kafka_problem
+            return f"connecting to kafka: {problem}" if problem else "connecting to kafka"
         for consumer in self.consumers:
             problem = consumer.alive()
             if problem:

@@ -7,9 +7,10 @@ Kafka address is one variable for all of them: ``FLYWHEEL_KAFKA_BOOTSTRAP``.
 from __future__ import annotations
 
 import ssl
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,7 +26,14 @@ class KafkaSettings(BaseSettings):
     )
     sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512 (with SASL_*)")
     sasl_username: str | None = Field(None, description="SASL user name")
-    sasl_password: str | None = Field(None, description="SASL password")
+    sasl_password: str | None = Field(
+        None, repr=False, description="SASL password (never shown: not in repr or logs)"
+    )
+    sasl_password_file: str | None = Field(
+        None,
+        description="file holding the SASL password (wins over sasl_password); read at start "
+        "and again at every (re)connection, so a rotated secret needs no restart",
+    )
     ssl_cafile: str | None = Field(None, description="CA bundle of the brokers (SSL, SASL_SSL)")
     ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: str | None = Field(None, description="client certificate's key (mutual TLS)")
@@ -38,6 +46,32 @@ class KafkaSettings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, description="largest message produced")
     session_timeout_ms: int = Field(10_000, description="consumer group session timeout")
 
+    @model_validator(mode="after")
+    def _read_password_file(self) -> Self:
+        # Read once here so that a missing file fails the start, and so that callers reading
+        # sasl_password (the monitor's faust credentials) see the file's secret.
+        if self.sasl_password_file:
+            self.sasl_password = self._password_from_file()
+        return self
+
+    def _password_from_file(self) -> str | None:
+        assert self.sasl_password_file
+        try:
+            return Path(self.sasl_password_file).read_text().strip() or None
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read the SASL password file {self.sasl_password_file}: {exc.strerror}"
+            ) from None
+
+    def sasl_secret(self) -> str | None:
+        """The SASL password now: the file's content (re-read) if set, else sasl_password."""
+        if self.sasl_password_file:
+            try:
+                return self._password_from_file()
+            except ValueError:
+                pass  # gone since the start (a secret being swapped): keep the one read then
+        return self.sasl_password
+
     def client_kwargs(self) -> dict[str, object]:
         """Connection keyword arguments common to aiokafka producers, consumers and admin."""
         kw: dict[str, object] = {
@@ -46,11 +80,12 @@ class KafkaSettings(BaseSettings):
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
             kw["ssl_context"] = self.ssl_context()
-        if self.sasl_mechanism:
+        if self.sasl_mechanism or self.security_protocol.startswith("SASL_"):
             kw.update(
-                sasl_mechanism=self.sasl_mechanism,
+                # PLAIN is Kafka's (and aiokafka's) default mechanism.
+                sasl_mechanism=self.sasl_mechanism or "PLAIN",
                 sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
+                sasl_plain_password=self.sasl_secret(),
             )
         return kw
 

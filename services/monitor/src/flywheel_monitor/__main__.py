@@ -13,6 +13,7 @@ import os
 from aiokafka.errors import KafkaError
 
 from flywheel_shared.kafka.admin import ensure_topics
+from flywheel_shared.kafka.problems import connection_problem
 from flywheel_shared.logging import setup_logging
 
 from .settings import MonitorSettings
@@ -71,7 +72,9 @@ async def _ensure_topics(settings: MonitorSettings) -> None:
             await _internal_topics(settings)
             return
         except (KafkaError, OSError) as exc:
-            log.warning("kafka not reachable yet, retrying", extra={"error": repr(exc)})
+            # "Unable to bootstrap" hides the cause (refused, wrong password, TLS): ask.
+            problem = await connection_problem(settings.kafka) or repr(exc)
+            log.warning("kafka not reachable yet, retrying", extra={"error": problem})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 

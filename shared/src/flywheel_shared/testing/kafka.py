@@ -27,7 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from flywheel_shared.devkafka import KafkaStartError, LocalKafka, pick_free_port, wait_for_kafka
+from flywheel_shared.devkafka import (
+    KafkaSecurity,
+    KafkaStartError,
+    LocalKafka,
+    pick_free_port,
+    wait_for_kafka,
+)
 from flywheel_shared.ops.trace import describe_error
 
 __all__ = [
@@ -129,16 +135,24 @@ def _start_container(timeout: float) -> BrokerHandle:
     return BrokerHandle(bootstrap, "container", None, container.stop)
 
 
-def start_local_broker(timeout: float = 120.0, data_dir: Path | None = None) -> BrokerHandle:
+def start_local_broker(
+    timeout: float = 120.0,
+    data_dir: Path | None = None,
+    *,
+    security: KafkaSecurity | None = None,
+) -> BrokerHandle:
     """A :class:`LocalKafka` of the caller's own (``.local`` set), whatever the session uses:
-    for tests that stop and start their broker. ``close()`` stops it (and deletes a temp dir)."""
-    return _start_local(timeout, data_dir)
+    for tests that stop and start their broker, or that need ``security`` (SASL/SCRAM, TLS).
+    ``close()`` stops it (and deletes a temp dir)."""
+    return _start_local(timeout, data_dir, security)
 
 
-def _start_local(timeout: float, data_dir: Path | None) -> BrokerHandle:
+def _start_local(
+    timeout: float, data_dir: Path | None, security: KafkaSecurity | None = None
+) -> BrokerHandle:
     owns_dir = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="flywheel-kafka-")) if data_dir is None else data_dir
-    kafka = LocalKafka(path, port=pick_free_port())
+    kafka = LocalKafka(path, port=pick_free_port(), security=security)
     try:
         kafka.start(timeout=timeout)
     except BaseException:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -18,14 +19,16 @@ async def read_events(
     until: Callable[[list[Event]], bool],
     timeout: float = 30.0,
     raw: list[bytes] | None = None,
+    client: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """Events on ``topic`` (full name) until ``until(events)`` holds, else TimeoutError.
 
-    Undecodable messages are appended to ``raw`` if given (and otherwise ignored).
+    Undecodable messages are appended to ``raw`` if given (and otherwise ignored); ``client``
+    adds aiokafka connection arguments (security: e.g. ``LocalKafka.client_options()``).
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **{"bootstrap_servers": bootstrap, **(client or {})},
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
