@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -375,15 +375,29 @@ async def test_shadow_is_mirrored_and_logged_while_clients_see_production(
 # -- prediction log ------------------------------------------------------------------------
 
 
+def prediction_counts(events: list[Event]) -> Counter[str]:
+    """How often each prediction id is on the topic, over every message read (Kafka level: a
+    batch sent twice, even with the same event_id, counts twice)."""
+    return Counter(
+        p.prediction_id for e in events if isinstance(e, PredictionsLogged) for p in e.predictions
+    )
+
+
+def duplicated(events: list[Event]) -> dict[str, int]:
+    """Prediction ids found more than once on the topic."""
+    return {pid: n for pid, n in prediction_counts(events).items() if n > 1}
+
+
 async def test_every_answered_request_is_logged_once(env: Env) -> None:
     assert len(env.answered) > 2000
     # A request of n records is n predictions; the canary test repeats 300 request ids.
 
     def logged(events: list[Event]) -> Counter[str]:
-        unique = {e.event_id: e for e in events if isinstance(e, PredictionsLogged)}
+        # Every message as read from Kafka: no dedupe by event_id.
         return Counter(
             p.request_id
-            for e in unique.values()
+            for e in events
+            if isinstance(e, PredictionsLogged)
             for p in e.predictions
             if p.route != "shadow" and p.prediction_id
         )
@@ -394,6 +408,7 @@ async def test_every_answered_request_is_logged_once(env: Env) -> None:
         until=lambda ev: set(logged(ev)) >= set(env.answered),
         timeout=60,
     )
+    assert not duplicated(events)
     counts = logged(events)
     wrong = [(r, n, counts[r]) for r, n in env.answered.items() if counts[r] != n]
     assert not wrong, wrong[:5]
@@ -411,25 +426,114 @@ async def test_every_answered_request_is_logged_once(env: Env) -> None:
     )
 
 
-async def test_with_kafka_stopped_predictions_succeed_and_drops_are_counted(
+async def log_metrics(env: Env, http: aiohttp.ClientSession) -> dict[str, float]:
+    """The prediction log's counters and buffer depth, summed over the workers (BentoML's
+    /metrics adds up every worker's multiprocess files, so two readings compare)."""
+    async with http.get(env.serving.url + "/metrics") as resp:
+        text = await resp.text()
+    names = ("dropped_total", "sent_total", "send_failures_total", "buffer_depth")
+    return {n: metric_sum(text, f"flywheel_serving_log_{n}") for n in names}
+
+
+async def log_until(
+    env: Env,
+    http: aiohttp.ClientSession,
+    what: str,
+    ok: Callable[[dict[str, float]], bool],
+    t: float,
+) -> dict[str, float]:
+    """Poll the log's metrics until ``ok`` holds (else fail after ``t`` seconds)."""
+    deadline = time.monotonic() + t
+    while not ok(m := await log_metrics(env, http)):
+        assert time.monotonic() < deadline, f"{what} within {t} s: {m}"
+        await asyncio.sleep(0.2)
+    return m
+
+
+async def test_with_kafka_stopped_predictions_succeed_drops_are_counted_and_logging_resumes(
     env: Env, http: aiohttp.ClientSession, restartable_kafka: LocalKafka
 ) -> None:
+    """A broker outage longer than the log's send timeout, then the broker back: requests all
+    answer; every prediction of the outage is either on the topic or counted as dropped (from
+    a baseline taken before the outage); logging resumes without a restart; and no prediction
+    is on the topic twice, counted over every Kafka message (a batch re-sent after a timed
+    out send would be, with its same event_id)."""
     url = env.serving.url
-    big = {"records": records(100)}
+    # Every worker has logged before the outage (as in a running service: its producer knows
+    # the partitions' leader, so a send made while the broker is away is kept and retried).
+    workers: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(workers) < WORKERS:
+        assert time.monotonic() < deadline, f"only workers {workers} answered"
+        rid = f"warm-{uuid.uuid4().hex}"
+        status, headers, body = await post(http, url + "/v1/models/fraud/predict", one(env, rid))
+        assert status == 200, body
+        workers.add(headers["x-flywheel-worker"])
+    # The baseline: nothing buffered, the counters as they stand.
+    before = await log_until(env, http, "log drained", lambda m: m["buffer_depth"] == 0, 30)
+    outage = [f"outage-{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
+    answered = 0
     await asyncio.to_thread(restartable_kafka.stop)
     try:
-        for i in range(40):  # 4,000 predictions against 2 x 1,000 of buffer
-            status, _, body = await post(http, url + "/v1/models/fraud/predict", big, f"k{i}")
+        for i, rid in enumerate(outage):  # 4,000 predictions against 2 x 1,000 of buffer
+            status, _, body = await post(
+                http, url + "/v1/models/fraud/predict", {"records": records(100, seed=i)}, rid
+            )
             assert status == 200, body
-        deadline = time.monotonic() + 10
-        while True:
-            async with http.get(url + "/metrics") as resp:
-                text = await resp.text()
-            if metric_sum(text, "flywheel_serving_log_dropped_total") > 0:
-                break
-            assert time.monotonic() < deadline, "drops were not counted"
-            await asyncio.sleep(0.2)
-        assert metric_sum(text, "flywheel_serving_log_buffer_depth") > 0
+            answered += len(body["predictions"])
+        during = await log_until(
+            env, http, "drops counted", lambda m: m["dropped_total"] > before["dropped_total"], 10
+        )
+        assert during["buffer_depth"] > 0
         assert "prediction log buffer full" in env.serving.tail(400)
+        # Kafka stays away until a send has timed out (the log's send timeout is 30 s): the
+        # batch in hand is then retried, while the producer still holds the first attempt.
+        await log_until(
+            env,
+            http,
+            "a send timed out",
+            lambda m: m["send_failures_total"] > before["send_failures_total"],
+            90,
+        )
     finally:
         await asyncio.to_thread(restartable_kafka.start)
+    # Logging resumes on its own: the buffer empties with serving untouched.
+    drained = await log_until(env, http, "log resumed", lambda m: m["buffer_depth"] == 0, 90)
+    after = [f"after-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+    for i, rid in enumerate(after):
+        status, _, body = await post(
+            http, url + "/v1/models/fraud/predict", {"records": records(5, seed=500 + i)}, rid
+        )
+        assert status == 200, body
+
+    def of(events: list[Event], ids: list[str]) -> list[str]:
+        wanted = set(ids)
+        return [
+            p.prediction_id
+            for e in events
+            if isinstance(e, PredictionsLogged)
+            for p in e.predictions
+            if p.request_id in wanted
+        ]
+
+    events = await read_events(
+        env.registry.bootstrap,
+        env.registry.topics("predictions"),
+        until=lambda ev: len(set(of(ev, after))) >= 5 * len(after),
+        timeout=60,
+    )
+    final = await log_metrics(env, http)
+    dups = duplicated(events)
+    logged = len(set(of(events, outage)))
+    dropped = final["dropped_total"] - before["dropped_total"]
+    print(
+        f"\noutage: {answered} predictions answered, {logged} logged ({len(of(events, outage))} "
+        f"messages' worth), {dropped:.0f} dropped; "
+        f"after: {len(of(events, after))} logged; {len(dups)} prediction ids twice or more "
+        f"on the topic ({sum(1 for e in events if isinstance(e, PredictionsLogged))} messages)"
+    )
+    assert not dups, f"{len(dups)} prediction ids more than once on Kafka"
+    assert answered == 4000 and len(set(of(events, after))) == 5 * len(after)
+    assert dropped > 0 and logged > 0
+    assert logged + dropped == answered  # every outage prediction: on the topic, or counted
+    assert final["dropped_total"] == drained["dropped_total"]  # none dropped after the return

@@ -16,7 +16,7 @@ from flywheel_serving.api import create_app
 from flywheel_serving.models import ModelManager
 from flywheel_serving.plane import DataPlane, InferenceError
 from flywheel_serving.predlog import PredictionLog
-from flywheel_shared.events import Prediction, PredictionsLogged
+from flywheel_shared.events import ModelAliasChanged, Prediction, PredictionsLogged
 from flywheel_shared.registry import (
     AliasState,
     Lineage,
@@ -150,6 +150,24 @@ async def test_sync_loads_aliases_and_swaps_in_one_step_releasing_the_old(
     assert manager.deployments["fraud"].production.version == 2  # type: ignore[union-attr]
 
 
+async def test_an_alias_move_redelivered_with_its_event_id_is_applied_once(
+    registry: FakeRegistry,
+) -> None:
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    registry.point("canary", 2, weight=0.25)
+    move = ModelAliasChanged(model="fraud", alias="canary", version=2, weight=0.25)
+    assert manager.on_alias(move) and manager._dirty == {"fraud"}
+    await manager.sync_pending()
+    # The relay's second copy: same event, other Kafka record.
+    again = ModelAliasChanged.model_validate_json(move.model_dump_json())
+    assert not manager.on_alias(again) and not manager._dirty
+    assert not manager.on_alias(ModelAliasChanged(model="other", alias="canary", version=1))
+    assert (manager.alias_applied, manager.alias_duplicates) == (1, 1)
+    assert manager.deployments["fraud"].summary()["canary"] == 2
+    assert manager.on_alias(ModelAliasChanged(model="fraud", alias="canary", version=None))
+
+
 async def test_unreachable_registry_at_start_means_not_ready_until_it_answers(
     registry: FakeRegistry,
 ) -> None:
@@ -249,6 +267,48 @@ async def test_prediction_log_batches_and_drops_when_full_without_blocking() -> 
     assert plog.sent == 16
     ids = [e.event_id for e in producer.sent]
     assert len(ids) == len(set(ids))
+
+
+class SlowProducer:
+    """Acknowledges nothing until ``back`` is set (a broker away), like the idempotent producer:
+    a send is kept and delivered once the broker returns, however long the caller waited."""
+
+    def __init__(self) -> None:
+        self.started = True
+        self.back = asyncio.Event()
+        self.delivered: list[PredictionsLogged] = []
+        self.calls = 0
+
+    async def publish_all(self, events: Sequence[PredictionsLogged]) -> None:
+        self.calls += 1
+        await self.back.wait()
+        self.delivered.extend(events)
+
+
+async def test_a_send_that_timed_out_is_waited_for_again_not_sent_twice() -> None:
+    producer = SlowProducer()
+    plog = PredictionLog(
+        producer, capacity=10, batch=4, flush_s=0.01, send_timeout_s=0.02, max_backoff_s=0.02
+    )
+    task = asyncio.create_task(plog.run())
+    try:
+        plog.offer("fraud", [_pred(i) for i in range(3)])
+        for _ in range(200):  # let several attempts time out
+            if plog.task.restarts >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert plog.task.restarts >= 3 and "TimeoutError" in str(plog.task.last_error)
+        assert plog.sent == 0 and plog.depth == 3 and producer.calls == 1
+        producer.back.set()
+        for _ in range(200):
+            if plog.sent == 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert plog.sent == 3 and plog.depth == 0
+    assert producer.calls == 1  # one send, waited for across the timeouts
+    assert [p.prediction_id for e in producer.delivered for p in e.predictions] == ["0", "1", "2"]
 
 
 class FakeRuntime:

@@ -53,6 +53,7 @@ from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.storage import ObjectStore
 from flywheel_shared.topics import TopicNamer
 
+from .aliases import AliasChanges
 from .brain import Brain, BrainState
 from .calibrations import Calibrations, VersionRef
 from .joiner import (
@@ -172,6 +173,7 @@ def build(settings: MonitorSettings) -> Monitor:
         workers=settings.calibration_workers,
     )
     mon = Monitor(settings, app, cache, calibrations, names)
+    alias_changes = AliasChanges(cache, group=app.conf.id, topic=names("model.alias.changed"))
     P = settings.partitions
 
     def topic(logical: str) -> faust.TopicT:
@@ -493,7 +495,7 @@ def build(settings: MonitorSettings) -> Monitor:
     async def _alias_message(event: Any) -> None:
         ev = decode(event, ModelAliasChanged)
         assert isinstance(ev, ModelAliasChanged)
-        cache.on_event(ev)
+        alias_changes.apply(ev)  # once per event_id: a redelivered move is counted, skipped
 
     def _consumer(
         agent: str, fn: Callable[[Any], Awaitable[None]]

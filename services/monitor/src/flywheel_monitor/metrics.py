@@ -61,6 +61,11 @@ VERDICTS = Counter(
 RETRAINS = Counter(
     "flywheel_monitor_retrain_requests_total", "retrain.requested events emitted", ["model"]
 )
+ALIAS_APPLIED = Counter(
+    "flywheel_monitor_alias_changes_applied_total",
+    "Alias moves applied (the model's registry copy refreshed), once per event_id",
+    ["model", "alias"],
+)
 DEADLETTERED = Counter(
     "flywheel_monitor_deadlettered_total", "Input records dead-lettered", ["topic"]
 )

@@ -52,7 +52,9 @@ LOG_DROPPED = Counter(
 )
 LOG_SENT = Counter("flywheel_serving_log_sent_total", "Predictions acknowledged by Kafka")
 LOG_SEND_FAILURES = Counter(
-    "flywheel_serving_log_send_failures_total", "Failed attempts to send a batch of predictions"
+    "flywheel_serving_log_send_failures_total",
+    "Attempts to send a batch of predictions that failed or timed out (a timed-out send is "
+    "waited for again, not repeated)",
 )
 MODEL_LOADS = Counter(
     "flywheel_serving_model_loads_total", "Model version loads", ["model", "result"]
@@ -64,7 +66,19 @@ LIVE_VERSION = Gauge(
     multiprocess_mode="liveall",
 )
 ALIAS_EVENTS = Counter(
-    "flywheel_serving_alias_events_total", "model.alias.changed events received", ["model"]
+    "flywheel_serving_alias_events_total",
+    "model.alias.changed events received (redeliveries included)",
+    ["model"],
+)
+ALIAS_APPLIED = Counter(
+    "flywheel_serving_alias_changes_applied_total",
+    "Alias moves applied (the model re-read from the registry), once per event_id",
+    ["model", "alias"],
+)
+ALIAS_DUPLICATES = Counter(
+    "flywheel_serving_alias_duplicates_total",
+    "model.alias.changed events skipped: redeliveries of an event_id already applied",
+    ["model"],
 )
 
 

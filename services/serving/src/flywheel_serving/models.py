@@ -7,8 +7,9 @@ and then replaces it with one assignment, so a request sees either the old or th
 deployment, never a mix, and never waits for a load. Versions no longer behind any alias
 are released: requests still holding them finish, then they are garbage.
 
-The registry is the source of truth: an alias event only says "look again", and a periodic
-resync catches anything missed while Kafka was away. Both read it through the shared
+The registry is the source of truth: an alias event only says "look again" (once per
+``event_id``: the registry's outbox publishes at least once, so a move may arrive twice), and
+a periodic resync catches anything missed while Kafka was away. Both read it through the shared
 :class:`~flywheel_shared.regcache.RegistryCache` with the model marked outdated, so a read
 while the registry is away fails (and is retried) instead of answering with the old aliases;
 versions and artifacts, immutable, come from the cache.
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from flywheel_shared.aliases import ALIASES
+from flywheel_shared.events import ModelAliasChanged
+from flywheel_shared.kafka.consumer import MemoryProcessedIds
 from flywheel_shared.modelio import FORMAT, load_model
 from flywheel_shared.regcache import RegistryCache, RegistryPort
 from flywheel_shared.registry import ModelVersion, RegistryError, RegistryUnavailable
@@ -37,7 +40,15 @@ from flywheel_shared.validation import ContractValidator
 from .batching import AdaptiveBatcher
 from .domain.outputs import rows_from_predict, rows_from_proba
 from .domain.routing import Route
-from .metrics import BATCH_SIZE, LIVE_VERSION, MODEL_LOADS, init_model_series
+from .metrics import (
+    ALIAS_APPLIED,
+    ALIAS_DUPLICATES,
+    ALIAS_EVENTS,
+    BATCH_SIZE,
+    LIVE_VERSION,
+    MODEL_LOADS,
+    init_model_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +164,11 @@ class ModelManager:
         self.synced = False
         """True once every served model was read from the registry (readiness)."""
         self.last_error: str | None = None
+        self._alias_ids = MemoryProcessedIds(capacity=10_000)
+        self.alias_applied = 0
+        """Alias events of served models acted on (each ``event_id`` once)."""
+        self.alias_duplicates = 0
+        """Alias events skipped as redeliveries of an ``event_id`` already acted on."""
 
     # -- what to look at -----------------------------------------------------------------
 
@@ -170,6 +186,33 @@ class ModelManager:
             return
         self.registry.invalidate(name)
         self.task.wake()
+
+    def on_alias(self, event: ModelAliasChanged) -> bool:
+        """An alias moved: re-read its model soon (:meth:`mark`), once per ``event_id``.
+
+        A relay that died after Kafka acknowledged a move and before the outbox knew sends it
+        again with the same id; that copy is counted and skipped. True if applied.
+        """
+        if not self.serves(event.model):
+            return False
+        ALIAS_EVENTS.labels(event.model).inc()
+        about = {
+            "model": event.model,
+            "alias": event.alias,
+            "version": event.version,
+            "event_id": str(event.event_id),
+        }
+        if self._alias_ids.seen(event.event_id):
+            self.alias_duplicates += 1
+            ALIAS_DUPLICATES.labels(event.model).inc()
+            log.info("alias event redelivered, skipped", extra=about)
+            return False
+        self._alias_ids.mark(event.event_id)
+        self.alias_applied += 1
+        ALIAS_APPLIED.labels(event.model, event.alias).inc()
+        log.info("alias moved", extra=about)
+        self.mark(event.model)
+        return True
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -4,8 +4,13 @@
 sends what is buffered as :class:`PredictionsLogged` events (one per model, up to
 ``batch`` predictions each). When Kafka is slow or away the buffer fills up and further
 predictions are dropped, counted in ``flywheel_serving_log_dropped_total`` and reported in
-the log; requests are never slowed down or failed by logging. A batch whose send failed is
-retried with the same ``event_id``, so a consumer that dedupes on it sees it once.
+the log; requests are never slowed down or failed by logging.
+
+A batch is sent once and waited for until Kafka acknowledges it: a send that outlasts
+``send_timeout_s`` (a broker away) is counted as a failure and waited for again, not sent
+again, since the idempotent producer keeps retrying it and delivers it when the broker is
+back (a second send would put every prediction on the topic twice). Only a send that failed
+is sent again, with the same ``event_id``, so a consumer that dedupes on it sees it once.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class PredictionLog:
         self._buffer: deque[tuple[str, Prediction]] = deque()
         self._in_flight: list[PredictionsLogged] = []
         self._in_flight_count = 0
+        self._sending: asyncio.Future[None] | None = None
+        """The send of ``_in_flight`` under way (kept across timeouts: never sent twice)."""
         # Every flush_s, or at once when a batch is full; a failed send waits 0.1 s doubling.
         self.task = Supervised(
             "prediction-log",
@@ -142,14 +149,23 @@ class PredictionLog:
             self.task.wake()  # a full batch waits: no pause
 
     async def _send(self) -> None:
-        """Send the batch in hand (same events, same ``event_id``s, until acknowledged)."""
-        if not self.producer.started:
-            raise NotConnected("not connected to kafka yet")
+        """Send the batch in hand, or wait again for its send still under way, until acked."""
+        if self._sending is None:
+            if not self.producer.started:
+                raise NotConnected("not connected to kafka yet")
+            self._sending = asyncio.ensure_future(self.producer.publish_all(self._in_flight))
+            self._sending.add_done_callback(_retrieve)
         try:
-            await asyncio.wait_for(self.producer.publish_all(self._in_flight), self.send_timeout_s)
-        except Exception:  # Kafka away: keep the batch, retry, let the buffer absorb
+            # Shielded: a timeout (or a cancelled caller) leaves the send to the producer.
+            await asyncio.wait_for(asyncio.shield(self._sending), self.send_timeout_s)
+        except TimeoutError:  # Kafka away: the send goes on; the buffer absorbs meanwhile
             LOG_SEND_FAILURES.inc()
             raise
+        except Exception:  # the send failed: the same events are sent again next time
+            self._sending = None
+            LOG_SEND_FAILURES.inc()
+            raise
+        self._sending = None
         self.sent += self._in_flight_count
         LOG_SENT.inc(self._in_flight_count)
         self._in_flight, self._in_flight_count = [], 0
@@ -166,3 +182,9 @@ class PredictionLog:
                 await asyncio.sleep(0.2)
         if self.depth:
             log.warning("predictions not logged at shutdown", extra={"lost": self.depth})
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    """Mark a send's failure as seen (the next attempt reports it; at shutdown no one may)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -18,7 +18,6 @@ from flywheel_shared.registry import RegistryClient
 from flywheel_shared.runtime import KafkaRuntime
 
 from .follower import AliasFollower
-from .metrics import ALIAS_EVENTS
 from .models import ModelManager
 from .plane import DataPlane
 from .predlog import PredictionLog
@@ -71,13 +70,7 @@ class ServingRuntime(KafkaRuntime):
         self._stack: AsyncExitStack | None = None
 
     def _on_alias(self, event: Any) -> None:
-        if self.manager.serves(event.model):
-            ALIAS_EVENTS.labels(event.model).inc()
-            log.info(
-                "alias moved",
-                extra={"model": event.model, "alias": event.alias, "version": event.version},
-            )
-            self.manager.mark(event.model)
+        self.manager.on_alias(event)  # once per event_id: redeliveries are counted, skipped
 
     async def on_start(self) -> None:
         """Load models from the registry and ship the prediction log, in the background."""
@@ -120,6 +113,8 @@ class ServingRuntime(KafkaRuntime):
             "kafka_connected": self.connected.is_set(),
             "alias_follower": self.follower.alive() or "following",
             "alias_events": self.follower.events,
+            "alias_applied": self.manager.alias_applied,
+            "alias_duplicates": self.manager.alias_duplicates,
             "models": {n: d.summary() for n, d in sorted(self.manager.deployments.items())},
             "prediction_log": {
                 "depth": self.log.depth,
