@@ -21,7 +21,13 @@ from flywheel_shared.events import (
     encode_event,
 )
 from flywheel_shared.kafka.admin import ensure_topics
-from flywheel_shared.kafka.consumer import ConsumerConfig, Delivery, EventConsumer, TransientError
+from flywheel_shared.kafka.consumer import (
+    ConsumerConfig,
+    Delivery,
+    EventConsumer,
+    Poison,
+    TransientError,
+)
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.testing.kafka_io import read_events
@@ -87,6 +93,33 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_loop_continues(
     assert isinstance(letter, DeadLetter)
     assert letter.attempts == 3 and "cannot handle this one" in letter.error
     assert letter.source_topic == producer.topics("retrain.requested")
+
+
+async def test_a_handler_raising_poison_dead_letters_at_once_without_retries(
+    kafka: tuple[KafkaSettings, EventProducer],
+) -> None:
+    settings, producer = kafka
+    calls: list[str] = []
+
+    async def handler(event: Event, _: Delivery) -> None:
+        assert isinstance(event, RetrainRequested)
+        calls.append(event.reason)
+        if event.reason == "poison":
+            raise Poison("breaks the contract: no retry can help")
+
+    c = consumer(settings, producer, handler)
+    await c.start()
+    try:
+        await producer.publish_all([ask("poison"), ask("fine")])
+        await until(lambda: "fine" in calls)
+    finally:
+        await c.stop()
+    assert calls == ["poison", "fine"]
+    [letter] = await read_events(
+        settings.bootstrap, producer.topics("deadletter"), until=lambda ev: len(ev) >= 1
+    )
+    assert isinstance(letter, DeadLetter)
+    assert letter.attempts == 1 and letter.error == "breaks the contract: no retry can help"
 
 
 async def test_transient_errors_are_retried_without_dead_letter(

@@ -1,5 +1,6 @@
 """Record validation against a dataset contract: one code path for every service's input
-(ingest's HTTP and Kafka records, serving's prediction requests).
+(ingest's HTTP and Kafka records and labels, serving's prediction requests, the monitor's
+predictions and labels).
 
 The contract is compiled once into a list of per-field checks, so validating a record is a
 tight loop of plain comparisons (this runs at tens of thousands of records a second).
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flywheel_shared.events import FieldError, JsonRecord, Rejection
+from flywheel_shared.events import FieldError, JsonRecord, Label, Rejection
 from flywheel_shared.spec import DatasetContract, FieldSpec, FieldType, UnknownFieldPolicy
 
 # A check returns (normalised value, None) or (None, reason).
@@ -298,6 +299,34 @@ def _compile_fast(
     exec("\n".join(lines), env)  # noqa: S102
     fast: Callable[[Any], bool] = env["fast"]
     return fast
+
+
+def describe(rejections: Sequence[Rejection], *, what: str = "record", limit: int = 5) -> str:
+    """The rejections in one line: ``record 0: amount: range: ...; hour: type: ...``."""
+    parts = [
+        f"{what} {r.index}: " + "; ".join(f"{e.field}: {e.reason}" for e in r.errors)
+        for r in rejections[:limit]
+    ]
+    more = len(rejections) - limit
+    return " | ".join(parts) + (f" | and {more} more" if more > 0 else "")
+
+
+def label_errors(contract: DatasetContract, labels: Sequence[Label]) -> list[str]:
+    """Why ``labels`` break ``contract`` (empty when they do not): each names its record or
+    prediction, and its value passes the contract's label field."""
+    label_field = contract.label_field
+    if label_field is None:
+        return [f"dataset '{contract.name}' declares no label field"]
+    check = ContractValidator(contract, fields=[label_field])
+    errors = []
+    for i, lab in enumerate(labels):
+        if lab.record_id is None and lab.prediction_id is None:
+            errors.append(f"label {i}: give record_id or prediction_id")
+            continue
+        _, problems = check.check({label_field: lab.label})
+        if problems:
+            errors.append(f"label {i}: {label_field}: {problems[0].reason}")
+    return errors
 
 
 def reason_code(error: FieldError) -> str:

@@ -24,7 +24,7 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.consumer import Delivery
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.spec import DatasetContract
-from flywheel_shared.validation import ContractValidator, reason_code
+from flywheel_shared.validation import ContractValidator, label_errors, reason_code
 
 from .contracts import ContractSource
 
@@ -177,19 +177,9 @@ class IngestService:
 
     async def submit_labels(self, dataset: str, labels: Sequence[Label]) -> int:
         """Publish late ground truth for a dataset's records or predictions."""
-        contract = self.validator(dataset).contract
-        label_field = contract.label_field
-        if label_field is None:
-            raise ValueError(f"dataset '{dataset}' declares no label field")
-        check = ContractValidator(
-            contract.model_copy(update={"fields": {label_field: contract.fields[label_field]}})
-        )
-        for i, lab in enumerate(labels):
-            if lab.record_id is None and lab.prediction_id is None:
-                raise ValueError(f"label {i}: give record_id or prediction_id")
-            _, errors = check.check({label_field: lab.label})
-            if errors:
-                raise ValueError(f"label {i}: {errors[0].reason}")
+        errors = label_errors(self.validator(dataset).contract, labels)
+        if errors:
+            raise ValueError(errors[0])
         await self.producer.publish(LabelsReceived(dataset=dataset, labels=list(labels)))
         LABELS.labels(dataset).inc(len(labels))
         return len(labels)

@@ -32,9 +32,11 @@ from flywheel_shared.events import (
     derived_id,
     utcnow,
 )
-from flywheel_shared.kafka.consumer import Delivery
+from flywheel_shared.kafka.consumer import Delivery, Poison
 from flywheel_shared.kafka.producer import EventProducer
+from flywheel_shared.spec import DatasetContract
 from flywheel_shared.storage import ObjectStore
+from flywheel_shared.validation import ContractValidator, describe
 
 from .contracts import ContractSource
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
@@ -87,6 +89,7 @@ class DatasetWriter:
         self._buffers: dict[tuple[str, TopicPartition], _Buffer] = {}
         self._manifests: dict[str, Manifest] = {}
         self._stored_ids: set[str] = set()
+        self._validators: dict[str, tuple[DatasetContract, ContractValidator]] = {}
         self._lock = asyncio.Lock()
 
     # -- manifests ------------------------------------------------------------------------
@@ -122,6 +125,19 @@ class DatasetWriter:
     def mark(self, event_id: UUID) -> None:
         """Nothing to do: ``handle`` records ids as it buffers them."""
 
+    def _check(self, contract: DatasetContract, event: RecordsValidated) -> None:
+        """Refuse records that break the contract after all (a producer other than ingest's
+        validator): stored, they would corrupt the dataset or fail the segment's seal, which
+        holds every record buffered with them."""
+        cached = self._validators.get(contract.name)
+        if cached is None or cached[0] is not contract:
+            cached = self._validators[contract.name] = (contract, ContractValidator(contract))
+        rejections = cached[1].validate(event.records, keep_rejected=False).rejections
+        if rejections:
+            raise Poison(
+                f"records break the contract of dataset '{contract.name}': {describe(rejections)}"
+            )
+
     async def handle(self, event: Event, delivery: Delivery) -> None:
         """Buffer the records of a ``data.validated`` event; seal when the buffer is full."""
         if not isinstance(event, RecordsValidated):
@@ -129,6 +145,7 @@ class DatasetWriter:
         contract = self.contracts.get(event.dataset)
         if contract is None:
             raise ValueError(f"no contract for dataset '{event.dataset}'")
+        self._check(contract, event)
         async with self._lock:
             self.load_manifest(event.dataset)
             eid = str(event.event_id)

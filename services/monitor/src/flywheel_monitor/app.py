@@ -10,9 +10,11 @@ Delivery guarantees (at-least-once in, effectively-once decisions out):
 - decisions (``drift.detected``, ``retrain.requested``, ``rollout.verdict``) are sent and
   acknowledged *before* the state that remembers them is written, and carry deterministic
   event ids: a re-run re-sends the same ids, which consumers drop;
-- a message that is not an event is dead-lettered at once; one whose handling keeps failing is
-  dead-lettered after ``max_attempts``; a registry outage is waited out (the partition pauses,
-  nothing is dead-lettered). faust's ``exactly_once`` guarantee is not used (open bugs).
+- a message that is not an event of its topic (or, on the internal topics, not a message of
+  theirs), or whose features or labels break their dataset contract, is dead-lettered at once;
+  one whose handling keeps failing is dead-lettered after ``max_attempts``; a registry outage
+  is waited out (the partition pauses, nothing is dead-lettered). faust's ``exactly_once``
+  guarantee is not used (open bugs).
 
 Topology: ``predictions`` (keyed by model) → drift, estimates, rollout evidence; both
 ``predictions`` and ``data.labels`` are repartitioned by record id onto ``monitor.join`` for
@@ -23,7 +25,6 @@ holds the live label metrics, the retrain episodes and the rollout verdicts.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 import zlib
@@ -35,23 +36,23 @@ from typing import Any
 import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from flywheel_shared.events import (
-    DeadLetter,
     Event,
     LabelsReceived,
     ModelAliasChanged,
     ModelVersionRegistered,
     PredictionsLogged,
     encode_event,
-    parse_event,
 )
+from flywheel_shared.kafka.consumer import Poison, dead_letter, decode
 from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryClient, RegistryError, RegistryUnavailable
 from flywheel_shared.settings import KafkaSettings
+from flywheel_shared.spec import DatasetContract, ModelSpec, UnknownFieldPolicy
 from flywheel_shared.storage import ObjectStore
 from flywheel_shared.topics import TopicNamer
+from flywheel_shared.validation import ContractValidator, describe, label_errors
 
 from .aliases import AliasChanges
 from .brain import Brain, BrainState
@@ -227,16 +228,16 @@ def build(settings: MonitorSettings) -> Monitor:
         for fut in futures:
             await fut
 
-    async def dead_letter(event: Any, error: str, attempts: int) -> None:
+    async def send_dead_letter(event: Any, error: str, attempts: int) -> None:
         msg = event.message
-        letter = DeadLetter(
-            consumer_group=app.conf.id,
-            source_topic=msg.topic,
+        letter = dead_letter(
+            group=app.conf.id,
+            topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
-            key_b64=base64.b64encode(msg.key).decode() if msg.key is not None else None,
-            value_b64=base64.b64encode(event.value or b"").decode(),
-            error=error[:4000],
+            key=msg.key,
+            value=event.value or b"",
+            error=error,
             attempts=attempts,
         )
         await (await out["deadletter"].send(key=None, value=encode_event(letter)))
@@ -265,26 +266,86 @@ def build(settings: MonitorSettings) -> Monitor:
                 log.warning("registry unavailable; waiting", extra={"error": str(exc)})
                 attempt -= 1
             except Unprocessable as exc:
-                await dead_letter(event, str(exc), attempt)
+                await send_dead_letter(event, str(exc), attempt)
                 return
-            except _Poison:
+            except Poison:
                 raise  # not an event at all: no retry helps
             except Exception as exc:  # a bug or bad data: retry, then dead-letter
                 if attempt >= settings.max_attempts:
                     log.error("handler failed, dead-lettering", exc_info=True)
-                    await dead_letter(event, f"{type(exc).__name__}: {exc}", attempt)
+                    await send_dead_letter(event, f"{type(exc).__name__}: {exc}", attempt)
                     return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    def decode(event: Any, cls: type[Event]) -> Event | None:
-        try:
-            ev = parse_event(event.value or b"")
-        except (ValidationError, ValueError) as exc:
-            raise _Poison(f"undecodable event: {exc}") from exc
-        if not isinstance(ev, cls):
-            raise _Poison(f"expected {cls.__name__} on {event.message.topic}, got {ev.type}")
+    def decoded(event: Any, cls: type[Event]) -> Event:
+        ev = decode(event.value or b"", event.message.topic, names)  # raises Poison
+        if not isinstance(ev, cls):  # its topic's class: only if the topics were miswired
+            raise Poison(f"expected {cls.__name__} on {event.message.topic}, got {ev.topic}")
         return ev
+
+    def loaded(event: Any, what: str, valid: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """An internal topic's message: a JSON object of the shape the monitor writes there."""
+        try:
+            body = orjson.loads(event.value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise Poison(f"undecodable {what}: {exc}") from exc
+        if not isinstance(body, dict) or not valid(body):
+            raise Poison(f"not a {what}: {bytes(event.value or b'')[:200]!r}")
+        return body
+
+    def is_join(body: dict[str, Any]) -> bool:
+        if set(body) == {"sweep"}:
+            return True
+        p, lab = body.get("p", []), body.get("l", [])
+        return (
+            bool(body)
+            and set(body) <= {"p", "l"}
+            and isinstance(p, list)
+            and isinstance(lab, list)
+            and all(isinstance(i, list) and len(i) == 8 for i in p)
+            and all(isinstance(i, list) and len(i) == 4 for i in lab)
+        )
+
+    def is_signal(body: dict[str, Any]) -> bool:
+        return isinstance(body.get("model"), str) and body.get("kind") in (
+            "finding",
+            "joined",
+            "arms",
+        )
+
+    async def contract_of(dataset: str) -> DatasetContract:
+        try:
+            return await cache.contract(dataset)
+        except RegistryUnavailable:
+            raise
+        except RegistryError as exc:
+            if exc.status == 404:
+                raise Unprocessable(f"dataset {dataset!r} is not in the registry") from exc
+            raise
+
+    checks: dict[str, tuple[ModelSpec, ContractValidator]] = {}
+
+    def check_features(ev: PredictionsLogged, spec: ModelSpec) -> None:
+        """Serving logs features that passed the contract: others come from a broken producer
+        and would feed the drift detectors garbage. Missing or null features are tolerated
+        (an older version may have fewer); a wrong type, range or category is not."""
+        held = checks.get(ev.model)
+        if held is None or held[0] is not spec:
+            names = [f for f in spec.features if f in spec.dataset.fields]
+            validator = ContractValidator(
+                spec.dataset,
+                fields=names,
+                optional=names,
+                unknown_fields=UnknownFieldPolicy.DROP,
+            )
+            held = checks[ev.model] = (spec, validator)
+        outcome = held[1].validate([p.features for p in ev.predictions], keep_rejected=False)
+        if outcome.rejections:
+            raise Unprocessable(
+                f"features break the contract of dataset '{spec.dataset.name}': "
+                + describe(outcome.rejections, what="prediction")
+            )
 
     async def spec_of(model: str) -> Any:
         try:
@@ -324,9 +385,10 @@ def build(settings: MonitorSettings) -> Monitor:
     # -- predictions: drift, estimates, rollout evidence; repartition for the join ------------
 
     async def _predictions_message(event: Any) -> None:
-        ev = decode(event, PredictionsLogged)
+        ev = decoded(event, PredictionsLogged)
         assert isinstance(ev, PredictionsLogged)
         spec = await spec_of(ev.model)
+        check_features(ev, spec)
         # The join first: it is idempotent, so it is sent again on every redelivery.
         parts: dict[int, list[list[Any]]] = {}
         dataset = spec.dataset.name
@@ -371,8 +433,13 @@ def build(settings: MonitorSettings) -> Monitor:
     # -- labels: repartition by record id -----------------------------------------------------
 
     async def _labels_message(event: Any) -> None:
-        ev = decode(event, LabelsReceived)
+        ev = decoded(event, LabelsReceived)
         assert isinstance(ev, LabelsReceived)
+        errors = label_errors(await contract_of(ev.dataset), ev.labels)
+        if errors:
+            raise Unprocessable(
+                f"labels break the contract of dataset '{ev.dataset}': " + " | ".join(errors[:5])
+            )
         LABELS.labels(ev.dataset).inc(len(ev.labels))
         parts: dict[int, list[list[Any]]] = {}
         for lab in ev.labels:
@@ -408,7 +475,7 @@ def build(settings: MonitorSettings) -> Monitor:
         return jp
 
     async def _join_message(event: Any) -> None:
-        body = orjson.loads(event.value)
+        body = loaded(event, "join message", is_join)
         msg = event.message
         part = msg.partition
         jp = _join_state(part)
@@ -452,7 +519,7 @@ def build(settings: MonitorSettings) -> Monitor:
     # -- signals: live metrics, retrain episodes, verdicts ------------------------------------
 
     async def _signal_message(event: Any) -> None:
-        sig = orjson.loads(event.value)
+        sig = loaded(event, "signal", is_signal)
         model = sig["model"]
         spec = await spec_of(model)
         key = model.encode()
@@ -481,7 +548,7 @@ def build(settings: MonitorSettings) -> Monitor:
     # -- registry events: refresh the cache, calibrate new versions ----------------------------
 
     async def _version_message(event: Any) -> None:
-        ev = decode(event, ModelVersionRegistered)
+        ev = decoded(event, ModelVersionRegistered)
         assert isinstance(ev, ModelVersionRegistered)
         cache.on_event(ev)
         if ev.status == "rejected":
@@ -493,7 +560,7 @@ def build(settings: MonitorSettings) -> Monitor:
         calibrations.ready(VersionRef(ev.model, ev.version, spec, ref))
 
     async def _alias_message(event: Any) -> None:
-        ev = decode(event, ModelAliasChanged)
+        ev = decoded(event, ModelAliasChanged)
         assert isinstance(ev, ModelAliasChanged)
         alias_changes.apply(ev)  # once per event_id: a redelivered move is counted, skipped
 
@@ -510,8 +577,8 @@ def build(settings: MonitorSettings) -> Monitor:
     async def process(event: Any, agent: str, fn: Callable[[Any], Awaitable[None]]) -> None:
         try:
             await guarded(agent, event, lambda: fn(event))
-        except _Poison as exc:
-            await dead_letter(event, str(exc), 1)
+        except Poison as exc:
+            await send_dead_letter(event, str(exc), 1)
 
     # One agent per input topic; each message goes through the same retry/dead-letter path.
     for source, agent, handler in (
@@ -615,7 +682,3 @@ def build(settings: MonitorSettings) -> Monitor:
         )
 
     return mon
-
-
-class _Poison(Exception):
-    """The message is not the event this topic carries: dead-letter it at once."""

@@ -31,7 +31,7 @@ class ServingRuntime(KafkaRuntime):
     """Serving's per-process state and background tasks."""
 
     service = "serving"
-    topics = ("model.alias.changed", "predictions")
+    topics = ("model.alias.changed", "predictions", "deadletter")
 
     def __init__(self, settings: ServingSettings) -> None:
         super().__init__(settings.kafka)
@@ -66,7 +66,9 @@ class ServingRuntime(KafkaRuntime):
             shadow=settings.shadow,
             max_shadow_pending=settings.max_shadow_pending,
         )
-        self.follower = AliasFollower(settings.kafka, self._on_alias, self.manager.mark)
+        self.follower = AliasFollower(
+            settings.kafka, self._on_alias, self.manager.mark, self.producer
+        )
         self._stack: AsyncExitStack | None = None
 
     def _on_alias(self, event: Any) -> None:

@@ -5,8 +5,11 @@ Guarantees (at-least-once, no loss):
   returned, and (optionally) the owner's ``commit_barrier`` says the records below an offset
   are stored (used by writers that buffer records before sealing them);
 - a handler that raises is retried ``max_attempts`` times with exponential backoff, then the
-  record goes to the dead-letter topic with the error and its original bytes;
-- a record that cannot be decoded as an event goes to the dead-letter topic at once;
+  record goes to the dead-letter topic with the error and its original bytes; a handler that
+  raises :class:`Poison` (the record can never be processed) skips the retries;
+- a record that cannot be decoded as an event, or is an event of another topic, goes to the
+  dead-letter topic at once (:func:`decode` and :func:`dead_letter` are the same rules for
+  consumers that do not run this loop: the monitor's agents, serving's alias follower);
 - transient infrastructure errors (Kafka or network down) are retried without limit and never
   dead-letter valid data: the partition is rewound and the loop backs off;
 - events already processed (same ``event_id``) are skipped;
@@ -24,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -51,6 +54,10 @@ class TransientError(Exception):
     """Raise from a handler when a dependency is down: retried forever, never dead-lettered."""
 
 
+class Poison(Exception):
+    """A record that can never be processed: dead-lettered at once with this reason."""
+
+
 TRANSIENT: tuple[type[BaseException], ...] = (
     TransientError,
     KafkaError,
@@ -62,6 +69,60 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 #: Bytes of a dead-lettered value kept in the letter (base64 makes it 4/3 as large): far
 #: under the dead-letter topic's 16 MiB max.message.bytes whatever arrived.
 DEADLETTER_KEEP_BYTES = 1024 * 1024
+
+
+def decode(value: bytes, topic: str, topics: TopicNamer) -> Event:
+    """The event in a record of ``topic`` (its full name).
+
+    Raises :class:`Poison` saying why when the bytes are not an event of this schema version,
+    or are a valid event that belongs on another topic (no handler here expects it).
+    """
+    try:
+        event = parse_event(value)
+    except (ValidationError, ValueError) as exc:
+        raise Poison(f"undecodable event: {exc}") from exc
+    home = topics.for_event(event)
+    if home != topic:
+        raise Poison(f"wrong event type for {topic}: {event.type} belongs on {home}")  # type: ignore[attr-defined]
+    return event
+
+
+def dead_letter(
+    *,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    error: str,
+    attempts: int,
+    event_id: UUID | None = None,
+) -> DeadLetter:
+    """The letter for a record that could not be processed, with the reason and its bytes.
+
+    A value over :data:`DEADLETTER_KEEP_BYTES` keeps its head and is named by size and sha256:
+    the letter must fit on the dead-letter topic, or publishing it would fail on every retry
+    and hold the partition forever.
+    """
+    if len(value) > DEADLETTER_KEEP_BYTES:
+        digest = hashlib.sha256(value).hexdigest()
+        error = (
+            f"{error[:3000]} [value of {len(value)} bytes truncated to its first "
+            f"{DEADLETTER_KEEP_BYTES}; sha256 {digest}]"
+        )
+        value = value[:DEADLETTER_KEEP_BYTES]
+    return DeadLetter(
+        event_id=event_id or uuid4(),
+        consumer_group=group,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        value_b64=base64.b64encode(value).decode(),
+        error=error[:4200],
+        attempts=attempts,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +224,7 @@ class EventConsumer:
         self.on_tick = on_tick
         self.drain = drain
         self.topic_names = [producer.topics(t) for t in config.topics]
+        self._namer = TopicNamer(settings.topic_prefix)
         self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -275,14 +337,9 @@ class EventConsumer:
         group, topic = self.config.group_id, delivery.topic
         KAFKA_CONSUMED.labels(group, topic).inc()
         try:
-            event = parse_event(value)
-        except (ValidationError, ValueError) as exc:
-            await self._dead_letter(delivery, value, f"undecodable event: {exc}", attempts=1)
-            return
-        home = TopicNamer(self.settings.topic_prefix).for_event(event)
-        if home != topic:  # a valid event, on the wrong topic: no handler expects it here
-            reason = f"wrong event type for {topic}: {event.type} belongs on {home}"  # type: ignore[attr-defined]
-            await self._dead_letter(delivery, value, reason, attempts=1)
+            event = decode(value, topic, self._namer)
+        except Poison as exc:
+            await self._dead_letter(delivery, value, str(exc), attempts=1)
             return
         if self.processed.seen(event.event_id):
             KAFKA_DUPLICATES.labels(group, topic).inc()
@@ -296,6 +353,10 @@ class EventConsumer:
                     await self.handler(event, delivery)
                 except TRANSIENT:
                     raise
+                except Poison as exc:
+                    KAFKA_HANDLER_FAILURES.labels(group, topic).inc()
+                    await self._dead_letter(delivery, value, str(exc), attempts=attempt)
+                    return
                 except Exception as exc:
                     KAFKA_HANDLER_FAILURES.labels(group, topic).inc()
                     if attempt >= self.config.max_attempts:
@@ -317,23 +378,14 @@ class EventConsumer:
                 return
 
     async def _dead_letter(self, d: Delivery, value: bytes, error: str, *, attempts: int) -> None:
-        if len(value) > DEADLETTER_KEEP_BYTES:
-            # The letter must fit on the dead-letter topic, or publishing it would fail on
-            # every retry and hold the partition forever: keep the head and identify the rest.
-            digest = hashlib.sha256(value).hexdigest()
-            error = (
-                f"{error[:3000]} [value of {len(value)} bytes truncated to its first "
-                f"{DEADLETTER_KEEP_BYTES}; sha256 {digest}]"
-            )
-            value = value[:DEADLETTER_KEEP_BYTES]
-        letter = DeadLetter(
-            consumer_group=self.config.group_id,
-            source_topic=d.topic,
+        letter = dead_letter(
+            group=self.config.group_id,
+            topic=d.topic,
             partition=d.partition,
             offset=d.offset,
-            key_b64=base64.b64encode(d.key).decode() if d.key is not None else None,
-            value_b64=base64.b64encode(value).decode(),
-            error=error[:4200],
+            key=d.key,
+            value=value,
+            error=error,
             attempts=attempts,
         )
         await self.producer.publish(letter)  # a failure here is transient: rewind and retry
