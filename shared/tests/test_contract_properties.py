@@ -1,6 +1,7 @@
 """Property tests of the contract validator on the example fraud contract: any record built
 from the contract passes (and comes back normalised); any single-field violation is refused
-with exactly that field named; and events survive an encode/parse round trip."""
+with exactly that field named; the JSON Schema the validator publishes (API documents) says
+the same; and events survive an encode/parse round trip."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flywheel_shared.events import RawRecords, encode_event, parse_event
-from flywheel_shared.spec import FieldSpec, FieldType, load_spec
+from flywheel_shared.spec import FieldSpec, FieldType, UnknownFieldPolicy, load_spec
 from flywheel_shared.validation import ContractValidator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,3 +139,37 @@ def test_raw_records_survive_an_encode_parse_round_trip(
     event = RawRecords(dataset=CONTRACT.name, records=records, source=source or None)
     back = parse_event(encode_event(event))
     assert back == event and back.event_id == event.event_id
+
+
+# -- the JSON Schema of the records a validator accepts (what API documents publish) --------
+
+RECORD_SCHEMA = jsonschema_rs.validator_for(VALIDATOR.json_schema(), validate_formats=True)
+
+
+@SETTINGS
+@given(RECORDS)
+def test_any_record_built_from_the_contract_fits_its_json_schema(record: dict[str, Any]) -> None:
+    assert RECORD_SCHEMA.is_valid(record), list(RECORD_SCHEMA.iter_errors(record))[:3]
+
+
+@SETTINGS
+@given(one_violation())
+def test_any_single_field_violation_breaks_the_json_schema(
+    case: tuple[dict[str, Any], str],
+) -> None:
+    record, _ = case
+    if any(isinstance(v, float) and not math.isfinite(v) for v in record.values()):
+        return  # NaN and infinity have no JSON form: no JSON body can carry them
+    assert not RECORD_SCHEMA.is_valid(record)
+
+
+def test_the_example_record_passes_and_unknown_fields_follow_the_policy() -> None:
+    example = VALIDATOR.example()
+    assert VALIDATOR.check(example)[1] == [] and RECORD_SCHEMA.is_valid(example)
+    assert not RECORD_SCHEMA.is_valid({**example, "surprise": 1})  # the contract rejects them
+    lenient = ContractValidator(
+        CONTRACT, fields=["amount", "hour"], unknown_fields=UnknownFieldPolicy.DROP
+    )
+    schema = lenient.json_schema()
+    assert sorted(schema["properties"]) == ["amount", "hour"] and schema["additionalProperties"]
+    assert lenient.check({**lenient.example(), "surprise": 1})[1] == []

@@ -156,6 +156,7 @@ class ContractValidator:
             for name, spec in specs.items()
         ]
         self._known = frozenset(specs)
+        self._specs = specs
         self._policy = contract.unknown_fields if unknown_fields is None else unknown_fields
         self._fast = _compile_fast(
             [
@@ -206,6 +207,28 @@ class ContractValidator:
             return None, errors
         return out, []
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the records this validator accepts (for API documents).
+
+        Exact for types, bounds, categories, lengths, required and nullable fields and
+        unknown keys; a datetime is documented as RFC 3339 (``format: date-time``)."""
+        properties: dict[str, Any] = {}
+        for name, _required, nullable, _ in self._fields:
+            schema = _field_schema(self._specs[name])
+            properties[name] = {"anyOf": [schema, {"type": "null"}]} if nullable else schema
+        out: dict[str, Any] = {
+            "type": "object",
+            "title": f"{self.contract.name} record",
+            "properties": properties,
+            "required": [name for name, required, _, _ in self._fields if required],
+            "additionalProperties": self._policy is not UnknownFieldPolicy.REJECT,
+        }
+        return out
+
+    def example(self) -> JsonRecord:
+        """A record this validator accepts (every field, each with a plain valid value)."""
+        return {name: _example(self._specs[name]) for name in self._specs}
+
     def validate(self, records: Sequence[Any], *, keep_rejected: bool = True) -> Outcome:
         """Validate many records; rejections keep the input index (and record, if asked)."""
         valid: list[JsonRecord] = []
@@ -223,6 +246,50 @@ class ContractValidator:
                     Rejection(index=i, errors=errors, record=record if keep_rejected else None)
                 )
         return Outcome(valid, rejections)
+
+
+def _field_schema(spec: FieldSpec) -> dict[str, Any]:
+    t = spec.type
+    schema: dict[str, Any]
+    if t in (FieldType.INT, FieldType.FLOAT):
+        schema = {"type": "integer" if t is FieldType.INT else "number"}
+        if spec.min is not None:
+            schema["minimum"] = spec.min
+        if spec.max is not None:
+            schema["maximum"] = spec.max
+    elif t is FieldType.BOOL:
+        schema = {"type": "boolean"}
+    elif t is FieldType.CATEGORY:
+        schema = {"type": "string", "enum": list(spec.categories or ())}
+    elif t is FieldType.DATETIME:
+        schema = {"type": "string", "format": "date-time"}
+    else:
+        schema = {"type": "string"}
+        if spec.max_length is not None:
+            schema["maxLength"] = spec.max_length
+    if spec.description:
+        schema["description"] = spec.description
+    return schema
+
+
+def _example(spec: FieldSpec) -> Any:
+    t = spec.type
+    if t in (FieldType.INT, FieldType.FLOAT):  # 0, or the bound nearest to it
+        value = 0.0
+        if spec.min is not None:
+            value = max(value, spec.min)
+        if spec.max is not None:
+            value = min(value, spec.max)
+        if t is FieldType.INT:
+            return math.ceil(value) if value >= 0 else math.floor(value)
+        return value
+    if t is FieldType.BOOL:
+        return False
+    if t is FieldType.CATEGORY:
+        return (spec.categories or ("",))[0]
+    if t is FieldType.DATETIME:
+        return "2025-01-01T00:00:00+00:00"
+    return "x"
 
 
 _MISSING = object()
