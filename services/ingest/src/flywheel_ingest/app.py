@@ -11,24 +11,31 @@ import orjson
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flywheel_shared.auth import UnsafeSettings, bearer_guard, read_secret, require_token
 from flywheel_shared.datasets import Manifest, manifest_key
-from flywheel_shared.events import Label
+from flywheel_shared.events import FieldError, Label
 from flywheel_shared.http import (
+    AUTH,
+    BEARER,
     ApiError,
+    EncodedSlashes,
     RequestMetrics,
     install_api_errors,
+    install_openapi,
     json_response,
     ops_router,
     read_body,
+    request_body,
+    responses,
     serve,
 )
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.runtime import KafkaRuntime
+from flywheel_shared.spec import DatasetContract
 from flywheel_shared.storage import ObjectStore
 
 from .contracts import ContractSource, ContractsUnavailable, RegistryContracts, load_spec_files
@@ -53,6 +60,60 @@ _NDJSON_TYPES = {
     "application/jsonl",
     "application/x-jsonlines",
 }
+
+
+Record = dict[str, Any]
+
+
+class RecordsBody(BaseModel):
+    """A JSON body of records, the other form of the bare array."""
+
+    records: list[Record]
+
+
+class LabelsBody(BaseModel):
+    """A JSON body of labels, the other form of the bare array."""
+
+    labels: list[Label]
+
+
+class RecordRejection(BaseModel):
+    """One refused record: its index in the body and why."""
+
+    index: int
+    errors: list[FieldError]
+
+
+class RecordsAnswer(BaseModel):
+    """What became of the records of a request."""
+
+    dataset: str
+    accepted: int = Field(description="records published (after Kafka acknowledged them)")
+    rejected: int
+    rejections: list[RecordRejection]
+
+
+class LabelsAnswer(BaseModel):
+    """Labels published."""
+
+    dataset: str
+    accepted: int
+
+
+class DatasetEntry(BaseModel):
+    """A declared dataset and its contract."""
+
+    name: str
+    contract: DatasetContract
+
+
+class DatasetInfo(DatasetEntry):
+    """A dataset with what is stored of it."""
+
+    rows: int
+    segments: int
+    snapshot_id: str = Field(description="names the exact stored state (training lineage)")
+    manifest_uri: str
 
 
 class Runtime(KafkaRuntime):
@@ -171,6 +232,8 @@ def create_app(
         what="record and label writes",
     )
     writes = [Depends(bearer_guard(token, "ingest"))]
+    auth = AUTH if token else ()  # the guard answers 401/403 only when there is a token
+    guarded = BEARER if token else {}
     if contracts is None:
         if settings.registry_url:
             client = RegistryClient(settings.registry_url, settings.registry_token, actor="ingest")
@@ -192,6 +255,7 @@ def create_app(
     )
 
     install_api_errors(app)
+    install_openapi(app, bearer=token is not None)
 
     def _unavailable(exc: BaseException) -> ApiError:
         log.warning("publish failed", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -222,6 +286,28 @@ def create_app(
         status_code=202,
         summary="Submit records to a dataset",
         dependencies=writes,
+        response_model=RecordsAnswer,
+        responses={
+            **responses(400, *auth, 404, 413, 415, 503),
+            422: {"model": RecordsAnswer, "description": "Every record was refused"},
+        },
+        openapi_extra={
+            **guarded,
+            **request_body(
+                {
+                    "application/json": list[Record] | RecordsBody,
+                    "application/x-ndjson": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "one JSON record per line",
+                    },
+                },
+                description="Records of the dataset's contract: a JSON array (or "
+                '{"records": [...]}) or NDJSON (also as application/ndjson, '
+                "application/jsonl, application/x-jsonlines); at most "
+                f"{settings.max_body_bytes} bytes",
+            ),
+        },
     )
     async def post_records(name: str, request: Request) -> Response:
         """Validate a JSON array (or NDJSON body) of records and publish them.
@@ -270,6 +356,16 @@ def create_app(
         status_code=202,
         summary="Submit late ground truth",
         dependencies=writes,
+        response_model=LabelsAnswer,
+        responses=responses(400, *auth, 404, 413, 422, 503),
+        openapi_extra={
+            **guarded,
+            **request_body(
+                {"application/json": list[Label] | LabelsBody | Label},
+                description=f"Labels, each naming a record or a prediction; at most "
+                f"{settings.max_body_bytes} bytes",
+            ),
+        },
     )
     async def post_labels(name: str, request: Request) -> Response:
         """Late labels: ``[{"record_id" or "prediction_id": ..., "label": ...}]``."""
@@ -297,7 +393,7 @@ def create_app(
             raise _unavailable(exc) from exc
         return json_response(202, {"dataset": name, "accepted": n})
 
-    @app.get("/v1/datasets", summary="List datasets")
+    @app.get("/v1/datasets", summary="List datasets", response_model=list[DatasetEntry])
     async def list_datasets() -> Response:
         """Every declared dataset with its contract."""
         return json_response(
@@ -309,7 +405,12 @@ def create_app(
             ],
         )
 
-    @app.get("/v1/datasets/{name}", summary="Dataset contract and stored segments")
+    @app.get(
+        "/v1/datasets/{name}",
+        summary="Dataset contract and stored segments",
+        response_model=DatasetInfo,
+        responses=responses(404, 503),
+    )
     async def get_dataset(name: str) -> Response:
         """The contract, row and segment counts, and the current snapshot id."""
         await require_dataset(name)
@@ -333,6 +434,7 @@ def create_app(
             },
         )
 
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestMetrics, service="ingest")
     return app
 

@@ -13,28 +13,40 @@ from typing import Any
 import orjson
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flywheel_shared.aliases import VersionStatus
 from flywheel_shared.auth import bearer_guard
 from flywheel_shared.http import (
+    AUTH,
+    BEARER,
     ApiError,
+    EncodedSlashes,
     RequestMetrics,
     install_api_errors,
+    install_openapi,
     json_response,
     ops_router,
     read_body,
+    request_body,
+    responses,
     serve,
 )
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
-from flywheel_shared.registry import AliasMove, VersionCreate
+from flywheel_shared.registry import (
+    AliasMove,
+    AliasState,
+    Artifact,
+    AuditEntry,
+    ModelInfo,
+    ModelVersion,
+    VersionCreate,
+)
 from flywheel_shared.runtime import KafkaRuntime
-from flywheel_shared.spec import ModelSpec
+from flywheel_shared.spec import DatasetContract, ModelSpec
 from flywheel_shared.storage import ObjectStore
 
 from . import migrate
@@ -51,6 +63,10 @@ log = logging.getLogger(__name__)
 TOPICS_USED = ["model.version.registered", "model.alias.changed", "rollout.verdict", "deadletter"]
 _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+_SPEC_BYTES = 1024 * 1024
+_VERSION_BYTES = 4 * 1024 * 1024
+_SMALL_BYTES = 64 * 1024
+_BINARY = {"type": "string", "format": "binary"}
 
 
 class StatusChange(BaseModel):
@@ -221,16 +237,56 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     api = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
     store = rt.store
 
+    # What each route can answer besides success. Every route reads the database (503 while
+    # it is away); names in the path may name nothing (404). The guard answers 401/403 on
+    # writes when there is a token, and on reads too with read_auth.
+    write_auth = AUTH if token else ()
+    read_auth = AUTH if token and settings.read_auth else ()
+
+    def read(*codes: int, named: bool = True) -> dict[str, Any]:
+        return {
+            "responses": responses(*read_auth, *((404,) if named else ()), *codes, 503),
+            "openapi_extra": BEARER if read_auth else None,
+        }
+
+    def write(*codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "responses": responses(*write_auth, 404, *codes, 503),
+            "openapi_extra": {**(BEARER if write_auth else {}), **(body or {})},
+        }
+
+    def created(model: Any, what: str) -> dict[int | str, dict[str, Any]]:
+        return {201: {"model": model, "description": f"{what} created"}}
+
     async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     # -- specs and contracts --------------------------------------------------------------
 
-    @api.put("/models/{name}/spec", summary="Create or update a model spec")
+    spec_doc = write(
+        400,
+        413,
+        415,
+        422,
+        body=request_body(
+            {"application/json": ModelSpec, "application/yaml": ModelSpec},
+            description=f"The spec (YAML or JSON, at most {_SPEC_BYTES} bytes), named as in"
+            " the URL",
+        ),
+    )
+    spec_doc["responses"] = {**created(ModelInfo, "Model"), **spec_doc["responses"]}
+
+    @api.put(
+        "/models/{name}/spec",
+        summary="Create or update a model spec",
+        response_model=ModelInfo,
+        **spec_doc,
+    )
     async def put_spec(name: str, request: Request) -> Response:
-        """Body: the spec as YAML (``application/yaml``) or JSON; validated as a ModelSpec."""
+        """Body: the spec as YAML (``application/yaml``) or JSON; validated as a ModelSpec.
+        201 for a new model, 200 for an update."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        data = _parse_spec(await read_body(request, 1024 * 1024), ctype)
+        data = _parse_spec(await read_body(request, _SPEC_BYTES), ctype)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_spec", "a spec must be a mapping")
         if data.get("name") != name:
@@ -246,34 +302,76 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         info, created = await run(store.put_spec, spec)
         return json_response(201 if created else 200, _dump(info))
 
-    @api.get("/models", summary="List models")
+    @api.get("/models", summary="List models", response_model=list[ModelInfo], **read(named=False))
     async def list_models() -> Response:
         """Every model with its aliases (specs left out)."""
         return json_response(200, [_dump(m) for m in await run(store.list_models)])
 
-    @api.get("/models/{name}", summary="A model, its spec and aliases")
+    @api.get(
+        "/models/{name}",
+        summary="A model, its spec and aliases",
+        response_model=ModelInfo,
+        **read(),
+    )
     async def get_model(name: str) -> Response:
         """One model."""
         return json_response(200, _dump(await run(store.get_model, name)))
 
-    @api.get("/models/{name}/spec", summary="A model's spec")
+    @api.get("/models/{name}/spec", summary="A model's spec", response_model=ModelSpec, **read())
     async def get_spec(name: str) -> Response:
         """The spec as JSON."""
         return json_response(200, await run(store.get_spec, name))
 
-    @api.get("/datasets", summary="Every dataset contract")
+    @api.get(
+        "/datasets",
+        summary="Every dataset contract",
+        response_model=list[DatasetContract],
+        **read(named=False),
+    )
     async def list_contracts() -> Response:
         """Contracts declared by the stored specs."""
         return json_response(200, [_dump(c) for c in await run(store.list_contracts)])
 
-    @api.get("/datasets/{dataset}/contract", summary="A dataset's contract")
+    @api.get(
+        "/datasets/{dataset}/contract",
+        summary="A dataset's contract",
+        response_model=DatasetContract,
+        **read(),
+    )
     async def get_contract(dataset: str) -> Response:
         """The contract of ``dataset``."""
         return json_response(200, _dump(await run(store.get_contract, dataset)))
 
     # -- artifacts ------------------------------------------------------------------------
 
-    @api.post("/artifacts", summary="Store an artifact (raw bytes)")
+    artifact_doc = write(
+        400,
+        413,
+        body={
+            **request_body(
+                {"application/octet-stream": _BINARY},
+                description=f"The artifact's bytes (at most {settings.max_artifact_bytes})",
+            ),
+            "parameters": [
+                {
+                    "name": "x-sha256",
+                    "in": "header",
+                    "required": False,
+                    "description": "the sha256 the client computed: checked against the body",
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                }
+            ],
+        },
+    )
+    artifact_doc["responses"] = {**created(Artifact, "Artifact"), **artifact_doc["responses"]}
+    artifact_doc["responses"].pop(404)  # a path without names
+
+    @api.post(
+        "/artifacts",
+        summary="Store an artifact (raw bytes)",
+        response_model=Artifact,
+        **artifact_doc,
+    )
     async def post_artifact(request: Request) -> Response:
         """Content-addressed: answers ``{sha256, size, uri}``; ``x-sha256`` is checked."""
         data = await read_body(request, settings.max_artifact_bytes)
@@ -292,7 +390,18 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             )
         return json_response(201 if created else 200, _dump(artifact))
 
-    @api.get("/artifacts/{sha256}", summary="Fetch an artifact (hash checked)")
+    bytes_doc = read(400, 500)
+    bytes_doc["responses"][200] = {
+        "description": "The artifact's bytes",
+        "content": {"application/octet-stream": {"schema": _BINARY}},
+    }
+
+    @api.get(
+        "/artifacts/{sha256}",
+        summary="Fetch an artifact (hash checked)",
+        response_class=Response,  # bytes; the errors stay JSON
+        **bytes_doc,
+    )
     async def get_artifact(sha256: str) -> Response:
         """The artifact's bytes; 500 ``integrity_error`` if they no longer match the hash."""
         if not is_sha256(sha256):
@@ -313,36 +422,72 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     # -- versions -------------------------------------------------------------------------
 
-    @api.post("/models/{name}/versions", summary="Register a version (idempotent by run_id)")
+    version_doc = write(
+        413,
+        422,
+        body=request_body(
+            {"application/json": VersionCreate},
+            description=f"The version (at most {_VERSION_BYTES} bytes)",
+        ),
+    )
+    version_doc["responses"] = {**created(ModelVersion, "Version"), **version_doc["responses"]}
+
+    @api.post(
+        "/models/{name}/versions",
+        summary="Register a version (idempotent by run_id)",
+        response_model=ModelVersion,
+        **version_doc,
+    )
     async def register_version(name: str, request: Request) -> Response:
         """201 with the new version, or 200 with the one this ``run_id`` registered before."""
-        body = _validate(VersionCreate, await read_body(request, 4 * 1024 * 1024))
+        body = _validate(VersionCreate, await read_body(request, _VERSION_BYTES))
         version, created = await run(store.register_version, name, body, actor=_actor(request))
         return json_response(201 if created else 200, _dump(version))
 
-    @api.get("/models/{name}/versions", summary="List versions, oldest first")
+    @api.get(
+        "/models/{name}/versions",
+        summary="List versions, oldest first",
+        response_model=list[ModelVersion],
+        **read(),
+    )
     async def list_versions(name: str) -> Response:
         """Every version of a model."""
         return json_response(200, [_dump(v) for v in await run(store.list_versions, name)])
 
-    @api.get("/models/{name}/versions/{version}", summary="One version")
+    @api.get(
+        "/models/{name}/versions/{version}",
+        summary="One version",
+        response_model=ModelVersion,
+        **read(422),
+    )
     async def get_version(name: str, version: int) -> Response:
         """A version with its metrics and lineage."""
         return json_response(200, _dump(await run(store.get_version, name, version)))
 
-    @api.patch("/models/{name}/versions/{version}", summary="Change a version's status")
+    @api.patch(
+        "/models/{name}/versions/{version}",
+        summary="Change a version's status",
+        response_model=ModelVersion,
+        **write(409, 413, 422, body=request_body({"application/json": StatusChange})),
+    )
     async def patch_version(name: str, version: int, request: Request) -> Response:
         """``{"status": "archived", "reason": ...}``; 409 while an alias points at it."""
-        body = _validate(StatusChange, await read_body(request, 64 * 1024))
+        body = _validate(StatusChange, await read_body(request, _SMALL_BYTES))
         result = await run(store.set_status, name, version, body.status, body.reason)
         return json_response(200, _dump(result))
 
     # -- aliases --------------------------------------------------------------------------
 
-    @api.put("/models/{name}/aliases/{alias}", summary="Move an alias")
+    @api.put(
+        "/models/{name}/aliases/{alias}",
+        summary="Move an alias",
+        response_model=AliasState,
+        **write(400, 409, 413, 422, body=request_body({"application/json": AliasMove})),
+    )
     async def put_alias(name: str, alias: str, request: Request) -> Response:
-        """Point ``alias`` at a version (audited, announced on model.alias.changed)."""
-        move = _validate(AliasMove, await read_body(request, 64 * 1024))
+        """Point ``alias`` at a version (audited, announced on model.alias.changed); 400 for
+        an alias that is not production, canary or shadow, 409 for a version not servable."""
+        move = _validate(AliasMove, await read_body(request, _SMALL_BYTES))
         state = await run(
             store.move_alias,
             name,
@@ -354,20 +499,35 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         )
         return json_response(200, _dump(state))
 
-    @api.delete("/models/{name}/aliases/{alias}", summary="Remove an alias", status_code=204)
+    @api.delete(
+        "/models/{name}/aliases/{alias}",
+        summary="Remove an alias",
+        status_code=204,
+        **write(400),
+    )
     async def delete_alias(name: str, alias: str, request: Request, reason: str = "") -> Response:
         """Remove ``alias`` (audited, announced with ``version: null``)."""
         await run(store.remove_alias, name, alias, reason=reason, actor=_actor(request))
         return Response(status_code=204)
 
-    @api.post("/models/{name}/rollback", summary="Production back to its previous version")
+    @api.post(
+        "/models/{name}/rollback",
+        summary="Production back to its previous version",
+        response_model=AliasState,
+        **write(409, 413, 422, body=request_body({"application/json": ReasonBody}, required=False)),
+    )
     async def rollback(name: str, request: Request) -> Response:
         """409 ``no_previous_version`` when production has nothing to go back to."""
-        body = _validate(ReasonBody, await read_body(request, 64 * 1024))
+        body = _validate(ReasonBody, await read_body(request, _SMALL_BYTES))
         state = await run(store.rollback, name, reason=body.reason, actor=_actor(request))
         return json_response(200, _dump(state))
 
-    @api.get("/models/{name}/history", summary="Alias audit log, newest first")
+    @api.get(
+        "/models/{name}/history",
+        summary="Alias audit log, newest first",
+        response_model=list[AuditEntry],
+        **read(),
+    )
     async def history(name: str) -> Response:
         """Every alias change of a model."""
         return json_response(200, [_dump(e) for e in await run(store.history, name)])
@@ -377,24 +537,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     # -- errors ---------------------------------------------------------------------------
 
     install_api_errors(app)
+    install_openapi(app, bearer=token is not None)
 
     @app.exception_handler(RegistryProblem)
     async def _problem(_: Request, exc: RegistryProblem) -> Response:
         return json_response(exc.status, {"detail": exc.detail, "code": exc.code})
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        return json_response(422, {"detail": detail, "code": "invalid_request"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return json_response(
-            exc.status_code, {"detail": str(exc.detail), "code": code}, exc.headers
-        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> Response:
@@ -405,6 +552,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             {"Retry-After": "1"},
         )
 
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestMetrics, service="registry")
     return app
 

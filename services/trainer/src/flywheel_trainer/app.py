@@ -6,7 +6,13 @@ import logging
 
 from fastapi import FastAPI
 
-from flywheel_shared.http import RequestMetrics, ops_router, serve
+from flywheel_shared.http import (
+    RequestMetrics,
+    install_api_errors,
+    install_openapi,
+    ops_router,
+    serve,
+)
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
 from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import RegistryClient
@@ -106,6 +112,8 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     app = FastAPI(title="Flywheel trainer", version="0.1.0", lifespan=rt.lifespan)
     app.state.runtime = rt
     app.include_router(ops_router({"kafka": rt.kafka_ready, "registry": rt.registry_ready}))
+    install_api_errors(app)
+    install_openapi(app)
     app.add_middleware(RequestMetrics, service="trainer")
     return app
 
