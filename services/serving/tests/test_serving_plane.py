@@ -379,3 +379,65 @@ async def test_with_a_token_predictions_need_it_and_probes_stay_open(
         assert ok.status_code == 200 and ok.json()["version"] == 1
         assert (await client.get("/v2/health/ready")).status_code == 200
         assert (await client.get("/v2/models/fraud")).status_code == 200
+
+
+async def test_the_openapi_document_covers_every_route_for_the_models_served(
+    registry: FakeRegistry,
+) -> None:
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    app = create_app(lambda: FakeRuntime(DataPlane(manager, ListSink())), token="serve-me")
+    routes = {(m, r.path) for r in app.routes for m in getattr(r, "methods", ())} - {
+        ("HEAD", r.path) for r in app.routes
+    }
+    auth = {"authorization": "Bearer serve-me"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        doc = (await client.get("/openapi.json")).json()
+        assert {(m.upper(), p) for p, item in doc["paths"].items() for m in item} == routes
+        predict = doc["paths"]["/v1/models/{name}/predict"]["post"]
+        assert predict["parameters"][0]["schema"] == {"type": "string", "enum": ["fraud"]}
+        spec = fraud_spec()
+        record = doc["components"]["schemas"]["PredictRequest"]["properties"]["records"]["items"]
+        assert set(record["properties"]) == {*spec.features, spec.dataset.id_field}
+        assert set(record["required"]) == set(spec.features)
+        # Each example request is answered, and every answer below is a declared one.
+        for path, item in doc["paths"].items():
+            for op in item.values():
+                examples = op.get("requestBody", {}).get("content", {})
+                for ex in examples.get("application/json", {}).get("examples", {}).values():
+                    url = path.format(name="fraud", version=1)
+                    r = await client.post(url, json=ex["value"], headers=auth)
+                    assert r.status_code == 200, (path, r.text)
+                assert "401" in op["responses"] if "security" in op else True
+        answers = [
+            ("POST", "/v1/models/{name}/predict", "/v1/models/fraud/predict", b"{", 400),
+            ("POST", "/v1/models/{name}/predict", "/v1/models/no/predict", b'{"records": []}', 404),
+            ("POST", "/v2/models/{name}/infer", "/v2/models/fraud/infer", b"[]", 400),
+            (
+                "GET",
+                "/v2/models/{name}/versions/{version}",
+                "/v2/models/fraud/versions/x",
+                b"",
+                404,
+            ),
+            ("GET", "/v2/models/{name}", "/v2/models/a%2Fready", b"", 404),
+        ]
+        for method, template, url, body, status in answers:
+            r = await client.request(method, url, content=body or None, headers=auth)
+            assert r.status_code == status, (url, r.text)
+            assert str(status) in doc["paths"][template][method.lower()]["responses"]
+            assert r.json()["error"] and r.headers["content-type"] == "application/json"
+        r = await client.post(
+            "/v1/models/fraud/versions/x/predict", json={"records": [{}]}, headers=auth
+        )
+        assert r.status_code == 404 and r.json()["code"] == "unknown_version"
+    starting = create_app(lambda: None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=starting), base_url="http://t"
+    ) as client:
+        doc = (await client.get("/openapi.json")).json()
+        param = doc["paths"]["/v1/models/{name}/predict"]["post"]["parameters"][0]
+        assert param["schema"] == {"type": "string", "title": "Name"}
+        assert "security" not in doc["paths"]["/v1/models/{name}/predict"]["post"]

@@ -65,6 +65,7 @@ from .joiner import (
     stored_key,
 )
 from .metrics import DEADLETTERED, EVENT_SECONDS, JOIN, JOIN_BACKLOG, JOIN_EXPIRED, LABELS, LAG
+from .openapi import document as openapi_document
 from .settings import MonitorSettings
 from .watch import VersionInfo, Watcher, WatchState, score_of
 
@@ -680,5 +681,11 @@ def build(settings: MonitorSettings) -> Monitor:
                 "recent_decisions": list(mon.recent),
             }
         )
+
+    api_document = openapi_document()
+
+    @app.page("/openapi.json")
+    async def openapi(self: Any, request: Any) -> Any:
+        return self.json(api_document)
 
     return mon

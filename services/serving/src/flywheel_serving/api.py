@@ -1,9 +1,10 @@
 """HTTP transports over the data plane: Open Inference Protocol v2 REST and a plain JSON route.
 
 A small Starlette app, mounted into the BentoML service (``bentoml.asgi_app``); BentoML
-keeps ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics``. Every answer carries the
-request id (``x-request-id``, generated when the client sent none) and the version that
-answered (``x-flywheel-model-version`` and in the body).
+keeps ``/healthz``, ``/livez``, ``/readyz``, ``/metrics`` and its ``/docs.json``. Every answer
+carries the request id (``x-request-id``, generated when the client sent none) and the version
+that answered (``x-flywheel-model-version`` and in the body). ``/openapi.json`` describes
+these routes (``openapi.py``) for the models this worker serves.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from uuid import uuid4
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from flywheel_shared.auth import bearer_problem
+from flywheel_shared.http import EncodedSlashes
 
 from .domain.oip import ProtocolError, decode_request, model_metadata, output_tensors
 from .models import Deployment, LoadedModel
+from .openapi import base_document, document
 from .plane import Answer, DataPlane, InferenceError
 
 SERVER_NAME = "flywheel-serving"
@@ -58,6 +63,17 @@ def _answer_headers(answer: Answer) -> dict[str, str]:
         "x-flywheel-route": answer.route,
         "x-flywheel-worker": _PID,
     }
+
+
+def _error(detail: str, code: str) -> dict[str, str]:
+    return {"error": detail, "code": code}
+
+
+def served_models(rt: RuntimeView) -> dict[str, LoadedModel | None]:
+    """The models this worker serves (configured, else deployed) → production version."""
+    manager = rt.plane.manager
+    names = manager.models or sorted(manager.deployments)
+    return {n: dep.production if (dep := manager.deployments.get(n)) else None for n in names}
 
 
 def create_app(
@@ -134,7 +150,9 @@ def create_app(
         try:
             return int(raw)
         except ValueError:
-            raise ProtocolError(f"version must be an integer, got {raw!r}", 404) from None
+            raise InferenceError(
+                404, "unknown_version", f"version must be an integer, got {raw!r}"
+            ) from None
 
     def model_for(request: Request) -> tuple[LoadedModel, Deployment]:
         name = request.path_params["name"]
@@ -243,6 +261,18 @@ def create_app(
         body = rt.status() if rt is not None else {"ready": False, "starting": True}
         return _json(200, {**body, "worker": int(_PID)}, {"x-flywheel-worker": _PID})
 
+    base = base_document(auth=expected is not None, max_body_bytes=max_body_bytes)
+
+    async def openapi(_: Request) -> Response:
+        rt = runtime()
+        return _json(200, document(base, served_models(rt) if rt is not None else {}))
+
+    async def no_route(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return _json(exc.status_code, _error(str(exc.detail), code), headers)
+
     v2 = {"detailed": False}
     v1 = {"detailed": True}
     routes = [
@@ -270,5 +300,10 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/status", guarded(errors(status, **v1)), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(EncodedSlashes, error=lambda d: _error(d, "not_found"))],
+        exception_handlers={404: no_route, 405: no_route},
+    )

@@ -1,0 +1,407 @@
+"""Serving's OpenAPI document (``GET /openapi.json``): the Open Inference Protocol v2 and JSON
+routes of ``api.py``, their bodies, and every status each route answers with its body.
+
+FastAPI builds the document from the documentation router below and the pydantic models of
+the bodies (no request goes through FastAPI: the routes are ``api.py``'s Starlette ones; a
+test checks that both list the same operations). Each worker then completes it from what it
+serves: the model names (the ``name`` parameter's values), the records of the JSON route (the
+production version's contract, the one requests are checked against), and an example
+request per model in both protocols. BentoML's own ``/docs.json`` is left as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from flywheel_shared.aliases import Alias
+from flywheel_shared.http import (
+    AUTH,
+    BEARER,
+    document_routes,
+    endpoint_stub,
+    request_body,
+    responses,
+)
+
+from .domain.oip import DATATYPES, FIELD_DATATYPE
+from .models import LoadedModel
+
+OIP = "Open Inference Protocol v2"
+JSON = "JSON predictions"
+PROBES = "probes"
+
+# -- Open Inference Protocol v2 (KServe, Triton, MLServer) ----------------------------------
+
+
+class OipError(BaseModel):
+    """An OIP error answer (``code`` only on 401 and 403, from the bearer guard)."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str
+    code: str | None = Field(None, description="unauthorized | forbidden | not_found")
+
+
+class ServerMetadata(BaseModel):
+    """``GET /v2``."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    """``GET /v2/health/live``."""
+
+    live: bool
+
+
+class Ready(BaseModel):
+    """``GET /v2/health/ready``: the worker read the registry and loaded the aliases' versions."""
+
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    """A model input or output: name, datatype and shape (-1: any length)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """``GET /v2/models/{name}``: the model's inputs (its features) and outputs."""
+
+    name: str
+    versions: list[str] = Field(description="the versions loaded here (behind an alias)")
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReady(BaseModel):
+    """``GET /v2/models/{name}/ready``."""
+
+    name: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    """An input tensor: one per feature (shape ``[N]`` or ``[N, 1]``), or a single 2-D one
+    (``[N, F]``) whose columns are the model's features in order."""
+
+    name: str
+    shape: list[int] = Field(description="non-negative sizes")
+    datatype: str = Field(json_schema_extra={"enum": list[JsonValue](sorted(DATATYPES))})
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="the values, row-major (nested lists are flattened)")
+
+
+class RequestOutput(BaseModel):
+    """An output asked for."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    """``POST /v2/models/{name}/infer``."""
+
+    id: str | None = Field(None, description="request id (the x-request-id header wins)")
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = Field(None, description="default: every output")
+
+
+class ResponseOutput(BaseModel):
+    """An output tensor."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferenceParameters(BaseModel):
+    """Which alias answered, and the id of each prediction (labels refer to them)."""
+
+    route: Alias
+    prediction_ids: list[str]
+
+
+class InferenceResponse(BaseModel):
+    """The answer to an inference request."""
+
+    model_name: str
+    model_version: str
+    id: str
+    parameters: InferenceParameters
+    outputs: list[ResponseOutput]
+
+
+# -- plain JSON ------------------------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    """``POST /v1/models/{name}/predict``: records of the model's features (fields the model
+    does not use are ignored; its dataset's id field is logged for the label join)."""
+
+    records: list[dict[str, Any]]
+
+
+class Prediction(BaseModel):
+    """One record's prediction: its label and, for a classifier, the score (two classes) or
+    the probability of each class."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: str
+    label: Any
+    score: float | None = None
+    probabilities: list[float] | None = None
+
+
+class PredictResponse(BaseModel):
+    """The predictions, in the order of the records."""
+
+    model: str
+    version: int
+    route: Alias
+    request_id: str
+    predictions: list[Prediction]
+
+
+class FieldProblem(BaseModel):
+    """A field of a record that breaks the model's contract."""
+
+    index: int
+    field: str
+    reason: str
+
+
+class JsonError(BaseModel):
+    """An error answer of the JSON routes."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str
+    code: str = Field(description="stable reason, e.g. invalid_input, unknown_model")
+    errors: list[FieldProblem] | None = Field(None, description="every problem (422)")
+
+
+class Status(BaseModel):
+    """``GET /v1/status``: what this worker serves and how its links are."""
+
+    model_config = ConfigDict(extra="allow")
+    worker: int = Field(description="the worker process that answered")
+    ready: bool
+
+
+# -- the operations ----------------------------------------------------------------------------
+
+_ANSWER_HEADERS = {
+    "x-request-id": "the request id (the client's, else a new one)",
+    "x-flywheel-model-version": "the version that answered",
+    "x-flywheel-route": "the alias that answered: production or canary (or the one asked for)",
+    "x-flywheel-worker": "the worker process that answered",
+}
+_NOT_READY = "The worker is starting, the model is not loaded yet, or it has no production version"
+_MODEL_ERRORS = {
+    400: "The body is not JSON, or does not follow the protocol (the reason says where)",
+    404: "No such model, version or route here",
+    413: "The body is over the size limit",
+    415: "Binary tensor data (the OIP binary extension) is not supported: send JSON",
+    422: "A record breaks the model's contract",
+    500: "The model failed on valid input",
+    503: _NOT_READY,
+}
+
+
+def _answered(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    headers = {
+        name: {"description": text, "required": True, "schema": {"type": "string"}}
+        for name, text in _ANSWER_HEADERS.items()
+    }
+    return {200: {"model": model, "description": description, "headers": headers}}
+
+
+def _router(*, auth: bool, max_body_bytes: int) -> APIRouter:
+    """The documentation of ``api.py``'s routes."""
+    r = APIRouter()
+    guarded = BEARER if auth else None
+
+    def errors(
+        *codes: int, model: type[BaseModel], guard: bool = False
+    ) -> dict[int | str, dict[str, Any]]:
+        auth_codes = AUTH if auth and guard else ()
+        return responses(
+            *auth_codes, *codes, model=model, retry_after=False, descriptions=_MODEL_ERRORS
+        )
+
+    def not_ready(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+        return {503: {"model": model, "description": _NOT_READY}}
+
+    def body(model: type[BaseModel]) -> dict[str, Any]:
+        extra = request_body(
+            {"application/json": model}, description=f"JSON, at most {max_body_bytes} bytes"
+        )
+        return {**extra, **(guarded or {})}
+
+    def add(method: str, path: str, operation_id: str, tag: str, summary: str, **kw: Any) -> None:
+        params = {"name": str, "version": int}
+        needed = {n: t for n, t in params.items() if "{" + n + "}" in path}
+        r.add_api_route(
+            path,
+            endpoint_stub(**needed),
+            methods=[method],
+            operation_id=operation_id,
+            tags=[tag],
+            summary=summary,
+            **kw,
+        )
+
+    add("GET", "/v2", "server_metadata", OIP, "Server metadata", response_model=ServerMetadata)
+    add("GET", "/v2/health/live", "server_live", OIP, "Server liveness", response_model=Live)
+    add(
+        "GET",
+        "/v2/health/ready",
+        "server_ready",
+        OIP,
+        "Server readiness",
+        response_model=Ready,
+        responses=not_ready(Ready),
+    )
+    for prefix, base, which in (
+        ("", "/v2/models/{name}", "a model (its production version)"),
+        ("version_", "/v2/models/{name}/versions/{version}", "a version of a model"),
+    ):
+        add(
+            "GET",
+            base,
+            f"{prefix}metadata",
+            OIP,
+            f"Metadata of {which}",
+            response_model=ModelMetadata,
+            responses=errors(404, 503, model=OipError),
+        )
+        add(
+            "GET",
+            f"{base}/ready",
+            f"{prefix}ready",
+            OIP,
+            f"Readiness of {which}",
+            response_model=ModelReady,
+            responses={**errors(404, model=OipError), **not_ready(ModelReady)},
+        )
+        add(
+            "POST",
+            f"{base}/infer",
+            f"{prefix}infer",
+            OIP,
+            f"Inference with {which}",
+            responses={
+                **_answered(InferenceResponse, "The outputs, one row per input row"),
+                **errors(400, 404, 413, 415, 422, 500, 503, model=OipError, guard=True),
+            },
+            openapi_extra=body(InferenceRequest),
+        )
+    for prefix, path, which in (
+        ("", "/v1/models/{name}/predict", "the production (or canary) version"),
+        ("version_", "/v1/models/{name}/versions/{version}/predict", "a version"),
+    ):
+        add(
+            "POST",
+            path,
+            f"{prefix}predict",
+            JSON,
+            f"Predictions of {which}",
+            responses={
+                **_answered(PredictResponse, "A prediction per record"),
+                **errors(400, 404, 413, 415, 422, 500, 503, model=JsonError, guard=True),
+            },
+            openapi_extra=body(PredictRequest),
+        )
+    add(
+        "GET",
+        "/v1/status",
+        "status",
+        JSON,
+        "Worker status",
+        response_model=Status,
+        responses=errors(model=JsonError, guard=True),
+        openapi_extra=guarded,
+    )
+    add("GET", "/openapi.json", "openapi", PROBES, "This document", response_model=dict[str, Any])
+    return r
+
+
+def base_document(*, auth: bool, max_body_bytes: int) -> dict[str, Any]:
+    """The document without what depends on the models served."""
+    return document_routes(
+        _router(auth=auth, max_body_bytes=max_body_bytes).routes,
+        title="Flywheel serving",
+        version="0.1.0",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        tags=[
+            {"name": OIP, "description": "KServe / Triton REST inference protocol"},
+            {"name": JSON, "description": "records in, predictions out"},
+            {"name": PROBES},
+        ],
+        bearer=auth,
+    )
+
+
+def _oip_example(model: LoadedModel, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": f,
+                "shape": [1],
+                "datatype": FIELD_DATATYPE[model.field_types[f]],
+                "data": [record[f]],
+            }
+            for f in model.features
+        ]
+    }
+
+
+def document(base: Mapping[str, Any], served: Mapping[str, LoadedModel | None]) -> dict[str, Any]:
+    """``base`` completed for the models this worker serves: name → its production version
+    (None while it has none)."""
+    doc = copy.deepcopy(dict(base))
+    if not served:
+        return doc
+    loaded = {n: m for n, m in served.items() if m is not None}
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for param in operation.get("parameters", []):
+                if param["name"] == "name" and param["in"] == "path":
+                    param["schema"] = {"type": "string", "enum": sorted(served)}
+                if param["name"] == "version" and param["in"] == "path" and loaded:
+                    param["example"] = next(iter(loaded.values())).version
+    if not loaded:
+        return doc
+    records = [m.validator.json_schema() for m in loaded.values()]
+    items = records[0] if len(records) == 1 else {"anyOf": records}
+    doc["components"]["schemas"]["PredictRequest"]["properties"]["records"]["items"] = items
+    examples = {n: m.validator.example() for n, m in loaded.items()}
+    for path, item in doc["paths"].items():
+        body = item.get("post", {}).get("requestBody")
+        if body is None:
+            continue
+        media = body["content"]["application/json"]
+        media["examples"] = {
+            n: {
+                "summary": f"a valid request for {n}",
+                "value": (
+                    {"records": [examples[n]]}
+                    if path.startswith("/v1/")
+                    else _oip_example(m, examples[n])
+                ),
+            }
+            for n, m in loaded.items()
+        }
+    return doc
