@@ -44,11 +44,15 @@ test: install ## Run lint, type checks, the schema check, unit and integration t
 	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src deploy/local/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
-	$(RUN) pytest -m "integration and not kube"
+	$(RUN) pytest -m "integration and not kube and not faults"
+	$(RUN) pytest -m faults
 	@echo "make test: the monitor's drift tests again, with the optional alibi-detect backend (BSL-1.1) installed"
 	$(UV) sync --frozen --all-packages --extra alibi
 	$(RUN) pytest services/monitor/tests/test_drift.py services/monitor/tests/test_drift_alibi.py
 	$(UV) sync --frozen --all-packages
+
+faults: install ## The fault suite: the closed loop under load while each service, a worker, Kafka, the registry and the store fail in turn
+	$(RUN) pytest -m faults
 
 unit: install ## Run the unit tests only (no network)
 	$(RUN) pytest -m "not integration"

@@ -182,22 +182,28 @@ def loop_latency(rec: RunRecord) -> LoopLatency | None:
     detected = min((ts(e) for e in (finding, request) if e is not None), default=None)
     if request is None:
         return LoopLatency(onset, detected)
-    started = first(
+    runs = [
+        e
+        for e in after
+        if isinstance(e, TrainingStarted)
+        and e.model == rec.model
+        and e.trigger == "retrain"
+        and ts(e) >= ts(request)
+    ]
+    started = first(runs)
+    if started is None:
+        return LoopLatency(onset, detected, ts(request))
+    # The first retrain run that passed its gate: an earlier one may have died with its
+    # trainer (and been run again) or failed the gate; the training time counts from the first.
+    run_ids = {e.run_id for e in runs}
+    done = first(
         [
             e
             for e in after
-            if isinstance(e, TrainingStarted)
-            and e.model == rec.model
-            and e.trigger == "retrain"
-            and ts(e) >= ts(request)
+            if isinstance(e, TrainingCompleted) and e.run_id in run_ids and e.passed_gate
         ]
     )
-    if started is None:
-        return LoopLatency(onset, detected, ts(request))
-    done = first(
-        [e for e in after if isinstance(e, TrainingCompleted) and e.run_id == started.run_id]
-    )
-    new = done.version if done and done.passed_gate else None
+    new = done.version if done else None
     if new is None:
         return LoopLatency(onset, detected, ts(request), ts(started))
     reg = first(

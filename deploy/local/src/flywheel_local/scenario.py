@@ -18,8 +18,9 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +65,7 @@ class Scenario:
     fraud_rate: float = 0.05
     v1_timeout_s: float = 150.0
     loop_timeout_s: float = 150.0
+    ingest_retry_s: float = 120.0  # how long a write to ingest is retried before giving up
 
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with its phases ``factor`` times as long."""
@@ -145,6 +147,15 @@ class Traffic:
         self._slots = asyncio.Semaphore(16)
         self.sent = 0
         self.ingested = 0
+        self.acked: list[str] = []  # ids of the records ingest acknowledged (2xx)
+        self.deferred = 0  # ingest writes answered 5xx or unreachable, then retried
+        self.refused = 0  # predict requests refused at connect (nothing sent), then retried
+        self.given_up = 0  # ingest writes abandoned after every retry
+
+    @property
+    def in_flight(self) -> int:
+        """Predict requests sent and not yet answered."""
+        return len(self._inflight)
 
     def start_drift(self) -> float:
         """Switch the simulator to the drifted world now; returns the onset time."""
@@ -186,9 +197,7 @@ class Traffic:
         }
         self.rec.requests += 1
         try:
-            resp = await self.http.post(
-                f"{self.serving_url}/v1/models/{self.spec.name}/predict", json=body
-            )
+            resp = await self._predict(body)
             if resp.status_code != 200:
                 self._failed(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return
@@ -209,6 +218,21 @@ class Traffic:
             self._failed(f"{type(exc).__name__}: {exc}")
         finally:
             self._slots.release()
+
+    async def _predict(self, body: dict[str, Any]) -> httpx.Response:
+        """One predict request; a connection refused (serving restarting: nothing was sent) is
+        tried again for up to 180 s (a restart on a busy machine), as a client behind a load
+        balancer would."""
+        url = f"{self.serving_url}/v1/models/{self.spec.name}/predict"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                return await self.http.post(url, json=body)
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                self.refused += 1
+                await asyncio.sleep(0.2)
 
     def _failed(self, why: str) -> None:
         self.rec.failed += 1
@@ -239,23 +263,38 @@ class Traffic:
         ds, id_field = self.spec.dataset.name, self.spec.dataset.id_field
         label_field = self.spec.dataset.label_field
         assert label_field is not None
-        await self._post(f"/v1/datasets/{ds}/records", ready)
+        # One Idempotency-Key per write, kept across its retries: a write answered 503 (or cut
+        # off) may still have landed, and its retry must not store the records twice.
+        key = {"idempotency-key": str(uuid.uuid4())}
+        if await self._post(f"/v1/datasets/{ds}/records", ready, key):
+            self.acked += [str(r[id_field]) for r in ready]
         if scored:
             labels = [{"record_id": r[id_field], "label": r[label_field]} for r in scored]
             await self._post(f"/v1/datasets/{ds}/labels", {"labels": labels})
         self.ingested += len(ready)
 
-    async def _post(self, path: str, body: Any) -> None:
-        for attempt in range(30):
+    async def _post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> bool:
+        """POST to ingest, retrying 5xx (e.g. 503 while Kafka is away) and unreachable for up
+        to ``ingest_retry_s``; True when ingest acknowledged it."""
+        deadline = time.monotonic() + self.sc.ingest_retry_s
+        attempt = 0
+        while True:
             try:
-                resp = await self.http.post(self.ingest_url + path, json=body)
+                resp = await self.http.post(self.ingest_url + path, json=body, headers=headers)
+                if resp.status_code < 300:
+                    return True
                 if resp.status_code < 500:
-                    if resp.status_code >= 400:
-                        log.warning("ingest refused %s: %s", path, resp.text[:300])
-                    return
+                    log.warning("ingest refused %s: %s", path, resp.text[:300])
+                    return False
             except httpx.HTTPError:
                 pass
+            if time.monotonic() > deadline:
+                self.given_up += 1
+                log.warning("ingest did not take %s within %.0f s", path, self.sc.ingest_retry_s)
+                return False
+            self.deferred += 1
             await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+            attempt += 1
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -387,9 +426,11 @@ async def run(
     spec: ModelSpec,
     rec: RunRecord,
     say: Callable[[str], None],
+    steady: Callable[[Traffic], Awaitable[None]] | None = None,
 ) -> RunRecord:
     """Drive the scenario on a stack that :func:`bring_up` started; ``rec`` fills as it goes
-    (also on failure)."""
+    (also on failure). ``steady`` runs after the warm-up, before the drift, with the traffic
+    still flowing (the fault suite injects its faults there)."""
     say(f"streaming {sc.rate:.0f} transactions/s")
     traffic = Traffic(sc, stack, spec, rec)
     stop = asyncio.Event()
@@ -413,6 +454,9 @@ async def run(
         rec.phase = f"v{v1} live and watched; steady traffic for {sc.warmup_s:.0f} s"
         say(f"the monitor watches v{v1}; {sc.warmup_s:.0f} s of steady traffic")
         await asyncio.sleep(sc.warmup_s)
+        if steady is not None:
+            await steady(traffic)
+            _alive(stream)
         rec.onset = traffic.start_drift()
         rec.phase = "drift injected: market and fraud pattern changed"
         say(f"drift injected ({sc.drift}): new market, new fraud pattern")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -31,6 +32,12 @@ class ServiceProcess:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The PID of the running process."""
+        assert self.proc is not None, f"{self.module} was never started"
+        return self.proc.pid
 
     @property
     def url(self) -> str:
@@ -92,11 +99,17 @@ class ServiceProcess:
         except OSError:
             return ""
 
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no flush, no commit."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+    def kill(self, *, tree: bool = False) -> None:
+        """SIGKILL: no cleanup, no flush, no commit. With ``tree``, every process below it dies
+        in the same instant too (a container or pod killed: workers, warm training runs)."""
+        if self.proc is None:
+            return
+        below = descendants(self.proc.pid) if tree else []
+        self.proc.send_signal(signal.SIGKILL)
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait (then SIGKILL); returns the exit code."""
@@ -108,3 +121,32 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(10)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, …), read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and ')'
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line ('' when it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
