@@ -1,31 +1,40 @@
-"""Ingest throughput benchmark: how close does HTTP ingest get to what Kafka itself takes?
+"""Ingest throughput benchmark: how close does HTTP ingest get to a raw producer sending
+exactly what ingest publishes?
 
 It measures, in one run and on the same records (``FraudSimulator(seed=0)``):
 
-(a) the ceiling: a raw aiokafka producer configured like flywheel's ``EventProducer``
+(a) the matched ceiling: a raw aiokafka producer configured like flywheel's ``EventProducer``
     (acks=all, idempotence on, the configured compression -- zstd by default --, linger 5 ms,
-    1 MiB batches) sending one Kafka message per record (its JSON bytes) to a
-    ``data.validated``-shaped topic, keyed by dataset as ingest does; records/s from the
-    first send until the last ack. For reference it also sends the same records packed
-    ``--batch`` to a message (ingest's own message granularity);
+    1 MiB batches) sending the very ``data.validated`` envelopes ingest would publish for the
+    request bodies of (b): each body's records validated, cut into events of
+    ``FLYWHEEL_INGEST_CHUNK_RECORDS`` (500) records, encoded by ``encode_event``, with the
+    ``type`` and ``correlation_id`` headers and the dataset as key -- all pre-encoded before
+    any timing; records/s from the first send until the last ack. It runs in its own process.
+    For context only it also sends the same records one Kafka message per record;
 (b) ingest end to end: ``python -m flywheel_ingest`` as subprocess(es) (``--workers`` separate
     processes on their own ports sharing one topic prefix and store, requests spread
     round-robin), driven by an aiohttp client at ``--concurrency`` posting pre-serialised JSON
     array bodies of ``--batch`` records to ``POST /v1/datasets/transactions/records``;
     records/s accepted with a 202 (answered only after Kafka acknowledged), request latency
-    p50/p99, and every non-202 answer or client error.
+    p50/p99, and every non-202 answer or client error. Its dataset writer runs in process,
+    as deployed by default.
+
+Cores: the ceiling producer's process and the ingest process(es) are pinned
+(``sched_setaffinity``) to the same ``--cores`` cores (1 by default, the last ones this process
+may use); the bench process (the HTTP client) to the others. The broker is not pinned.
 
 (a) and (b) alternate, ``--rounds`` times (a, b, a, b, ...), so that both see the same
 machine: on a shared VM the CPU speed drifts (a tiny pure-Python probe timed before each
-round shows by how much). Rates are medians over the rounds, the ratio is the median of the
-per-round ratios. Ingest is warmed up first (``--warmup`` requests, then until its dataset
-writer sealed a segment: the first seal imports pandas through pyarrow).
+round shows by how much). Rates are medians over the rounds, the headline ratio is the median
+of the per-round ratios ingest / matched ceiling, printed last as
+``ingest ratio vs matched producer: <x>``. Ingest is warmed up first (``--warmup`` requests,
+then until its dataset writer sealed a segment: the first seal imports pandas through pyarrow).
 
 It measures, it does not judge: nothing here fails on a low number.
 
     uv run python bench/ingest.py [--records 200000] [--concurrency 32] [--batch 500]
-                                  [--workers 1] [--rounds 3] [--bootstrap HOST:PORT]
-                                  [--json out.json]
+                                  [--workers 1] [--rounds 3] [--cores 1]
+                                  [--bootstrap HOST:PORT] [--json out.json]
 
 Without ``--bootstrap`` a broker is started (``flywheel_shared.testing.kafka.acquire_broker``:
 ``FLYWHEEL_KAFKA_BOOTSTRAP`` if set, else Docker if it answers, else a local JVM broker) and
@@ -44,6 +53,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -57,6 +67,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +76,16 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from flywheel_fraud.simulator import FraudSimulator
+from flywheel_ingest.contracts import load_spec_files
+from flywheel_ingest.settings import IngestSettings
 from flywheel_shared.devkafka import pick_free_port
+from flywheel_shared.events import RecordsValidated, encode_event
 from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
 from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
+from flywheel_shared.validation import ContractValidator
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "transactions"
@@ -87,6 +102,8 @@ def say(msg: str) -> None:
 # ------------------------------------------------------------------------------ CPU use
 
 
+# Cores this process may use at start (the bench later pins itself to the client's cores).
+_NPROC = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -218,6 +235,9 @@ async def _ticker(label: str, total: int, done: list[int], every: float = 2.0) -
         say(f"{label}: {n:,}/{total:,} records sent ({n / elapsed:,.0f} rec/s so far)")
 
 
+Message = tuple[bytes, list[tuple[str, bytes]] | None]  # value, headers
+
+
 class Ceiling:
     """A raw producer configured like ``EventProducer``, on its own ``data.validated`` topic."""
 
@@ -230,7 +250,7 @@ class Ceiling:
         self.key = DATASET.encode()  # ingest keys data.validated by dataset
         self.producer: AIOKafkaProducer | None = None
 
-    async def start(self, warm: list[bytes]) -> None:
+    async def start(self, warm: list[Message]) -> None:
         s = self.settings
         await ensure_topics(s, ["data.validated"])
         self.producer = AIOKafkaProducer(
@@ -252,7 +272,7 @@ class Ceiling:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def send(self, messages: list[bytes], per_message: int, label: str | None) -> float:
+    async def send(self, messages: list[Message], per_message: int, label: str | None) -> float:
         """Send every message without waiting, then wait for all acks; returns seconds."""
         assert self.producer is not None
         producer, topic, key = self.producer, self.topic, self.key
@@ -265,8 +285,8 @@ class Ceiling:
         try:
             started = time.perf_counter()
             futures = []
-            for m in messages:
-                futures.append(await producer.send(topic, m, key=key))
+            for value, headers in messages:
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
                 done[0] += per_message
             await asyncio.gather(*futures)
             return time.perf_counter() - started
@@ -275,6 +295,69 @@ class Ceiling:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+
+
+def _ceiling_child(
+    conn: Connection,
+    bootstrap: str,
+    cores: list[int] | None,
+    sets: dict[str, tuple[list[Message], int]],
+) -> None:
+    """The ceiling producer's own process (pinned like ingest): runs one send per command."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it
+    if cores:
+        os.sched_setaffinity(0, cores)
+
+    async def run() -> None:
+        ceiling = Ceiling(bootstrap)
+        try:
+            await ceiling.start(sets["per_record"][0][:5000])
+            conn.send("ready")
+            while True:
+                command = await asyncio.to_thread(conn.recv)
+                if command is None:
+                    break
+                name, label = command
+                messages, per_message = sets[name]
+                conn.send(await ceiling.send(messages, per_message, label))
+        finally:
+            await ceiling.stop()
+
+    asyncio.run(run())
+
+
+class CeilingProcess:
+    """Drives :func:`_ceiling_child` from the bench's event loop."""
+
+    def __init__(
+        self, bootstrap: str, cores: list[int] | None, sets: dict[str, tuple[list[Message], int]]
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_ceiling_child, args=(child, bootstrap, cores, sets), daemon=True
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.proc.start()
+        if not self.conn.poll(timeout) or self.conn.recv() != "ready":
+            raise RuntimeError("the ceiling producer did not start")
+
+    async def send(self, name: str, label: str | None) -> float:
+        self.conn.send((name, label))
+        seconds: float = await asyncio.to_thread(self.conn.recv)
+        return seconds
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(None)
+        self.proc.join(20)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 # ------------------------------------------------------------------------------ (b) ingest
@@ -289,7 +372,10 @@ def _die_with_parent() -> None:
 class Ingests:
     """N ingest processes sharing a topic prefix and a store, each on its own port."""
 
-    def __init__(self, bootstrap: str, workdir: Path, workers: int, specs: str) -> None:
+    def __init__(
+        self, bootstrap: str, workdir: Path, workers: int, specs: str, cores: list[int] | None
+    ) -> None:
+        self.cores = cores
         self.prefix = f"bench{uuid.uuid4().hex[:8]}"
         self.procs: list[ServiceProcess] = []
         for i in range(workers):
@@ -314,6 +400,11 @@ class Ingests:
     def pids(self) -> list[int | None]:
         return [p.proc.pid if p.proc else None for p in self.procs]
 
+    def _preexec(self) -> None:
+        _die_with_parent()
+        if self.cores:  # before exec: every thread of the service inherits it
+            os.sched_setaffinity(0, self.cores)
+
     def start(self, timeout: float = 90.0) -> None:
         """Spawn every process at once, then wait until each answers /readyz with 200."""
         for sp in self.procs:
@@ -326,7 +417,7 @@ class Ingests:
                     # Own session: a terminal Ctrl-C reaches only the bench, which then stops
                     # them in order; and they get SIGTERM if the bench dies without cleanup.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=self._preexec,
                 )
         for sp in self.procs:
             sp.wait_ready(timeout)
@@ -408,10 +499,14 @@ async def _wait_first_segment(
     """Let the in-process writer seal a segment before timing (its first seal is slow)."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        async with session.get(url) as resp:
-            if resp.status == 200 and orjson.loads(await resp.read()).get("segments", 0) >= 1:
-                say(f"ingest: first segment sealed {time.monotonic() - began:.1f} s after warm-up")
-                return
+        try:
+            async with session.get(url) as resp:
+                if resp.status == 200 and orjson.loads(await resp.read()).get("segments", 0) >= 1:
+                    waited = time.monotonic() - began
+                    say(f"ingest: first segment sealed {waited:.1f} s after warm-up")
+                    return
+        except aiohttp.ClientError:
+            pass  # a busy server: ask again
         await asyncio.sleep(0.2)
     say(f"ingest: no segment sealed {timeout:.0f} s after warm-up; timing anyway")
 
@@ -421,80 +516,77 @@ async def _wait_first_segment(
 
 @dataclass
 class Workload:
-    per_record: list[bytes]  # (a): one message per record
-    per_batch: list[bytes]  # (a) reference: whole --batch arrays, one message each
+    per_record: list[Message]  # (a) context: one message per record (its JSON bytes)
+    matched: list[Message]  # (a): the data.validated envelopes ingest publishes for `bodies`
+    matched_records: int
+    chunk_records: int
     bodies: list[tuple[int, bytes]]  # (b): (records, JSON array body)
     warm_bodies: list[tuple[int, bytes]]
     batch: int
 
 
 async def measure(
-    bootstrap: str,
+    ceiling: CeilingProcess,
     urls: list[str],
     work: Workload,
     concurrency: int,
     rounds: int,
     pids: dict[str, list[int | None]],
 ) -> dict[str, Any]:
-    """Warm up both sides, then alternate (a) and (b) ``rounds`` times."""
-    ceiling = Ceiling(bootstrap)
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+    """Warm up ingest, then alternate (a) and (b) ``rounds`` times."""
+    # Idle connections are closed by the client before uvicorn's 5 s keep-alive timeout
+    # (between rounds), so that no request races the server closing its connection.
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, keepalive_timeout=2)
     timeout = aiohttp.ClientTimeout(total=120)
     loop = asyncio.get_running_loop()
     client_loop = f"{type(loop).__module__.split('.')[0]} ({type(loop).__name__})"
     n_records = len(work.per_record)
+    cm_rates: list[float] = []
+    cm_mib: list[float] = []
     c1_rates: list[float] = []
     c1_mib: list[float] = []
-    cb_rates: list[float] = []
-    cb_mib: list[float] = []
     in_rates: list[float] = []
     probes: list[float] = []
-    cb_records = len(work.per_batch) * work.batch
-    meters = {
-        "per_record": CpuMeter(pids),
-        "ingest": CpuMeter(pids),
-    }
+    meters = {"matched": CpuMeter(pids), "per_record": CpuMeter(pids), "ingest": CpuMeter(pids)}
     tally = _Tally()
     in_seconds = 0.0
-    try:
-        await ceiling.start(work.per_record[:5000])
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            say(f"ingest: warming up with {len(work.warm_bodies)} requests")
-            warm = _Tally()
-            await _drive(session, urls, work.warm_bodies, concurrency, warm, None)
-            if warm.statuses:
-                say(f"ingest: warm-up answers other than 202: {dict(warm.statuses)}")
-            await _wait_first_segment(session, urls[0].removesuffix("/records"))
+    matched_bytes = sum(len(v) for v, _ in work.matched)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        say(f"ingest: warming up with {len(work.warm_bodies)} requests")
+        warm = _Tally()
+        await _drive(session, urls, work.warm_bodies, concurrency, warm, None)
+        if warm.statuses:
+            say(f"ingest: warm-up answers other than 202: {dict(warm.statuses)}")
+        await _wait_first_segment(session, urls[0].removesuffix("/records"))
 
-            for r in range(1, rounds + 1):
-                probes.append(speed_probe())
-                tag = f"round {r}/{rounds}"
-                say(f"{tag}: (a) ceiling, {n_records:,} records, 1 rec/msg")
-                with meters["per_record"]:
-                    s = await ceiling.send(work.per_record, 1, f"{tag} (a) 1 rec/msg")
-                c1_rates.append(round(n_records / s, 1))
-                c1_mib.append(sum(map(len, work.per_record)) / s / 2**20)
-                say(f"{tag}: (a) ceiling {c1_rates[-1]:,.0f} rec/s ({s:.2f} s)")
+        for r in range(1, rounds + 1):
+            probes.append(speed_probe())
+            tag = f"round {r}/{rounds}"
+            say(f"{tag}: (a) matched ceiling, {len(work.matched):,} data.validated envelopes")
+            with meters["matched"]:
+                s = await ceiling.send("matched", f"{tag} (a) matched")
+            cm_rates.append(round(work.matched_records / s, 1))
+            cm_mib.append(matched_bytes / s / 2**20)
+            say(f"{tag}: (a) matched ceiling {cm_rates[-1]:,.0f} rec/s ({s:.2f} s)")
 
-                s = await ceiling.send(work.per_batch, work.batch, None)
-                cb_rates.append(round(cb_records / s, 1))
-                cb_mib.append(sum(map(len, work.per_batch)) / s / 2**20)
-                say(f"{tag}: (a) {work.batch} rec/msg: {cb_rates[-1]:,.0f} rec/s ({s:.2f} s)")
+            say(f"{tag}: (b) ingest, {n_records:,} records in {len(work.bodies)} requests")
+            before = tally.accepted
+            with meters["ingest"]:
+                began = time.perf_counter()
+                await _drive(session, urls, work.bodies, concurrency, tally, f"{tag} (b)")
+                s = time.perf_counter() - began
+            in_seconds += s
+            in_rates.append(round((tally.accepted - before) / s, 1))
+            say(
+                f"{tag}: (b) ingest {in_rates[-1]:,.0f} rec/s ({s:.2f} s); "
+                f"ratio vs matched {in_rates[-1] / cm_rates[-1]:.3f}"
+            )
 
-                say(f"{tag}: (b) ingest, {n_records:,} records in {len(work.bodies)} requests")
-                before = tally.accepted
-                with meters["ingest"]:
-                    began = time.perf_counter()
-                    await _drive(session, urls, work.bodies, concurrency, tally, f"{tag} (b)")
-                    s = time.perf_counter() - began
-                in_seconds += s
-                in_rates.append(round((tally.accepted - before) / s, 1))
-                say(
-                    f"{tag}: (b) ingest {in_rates[-1]:,.0f} rec/s ({s:.2f} s); "
-                    f"ratio {in_rates[-1] / c1_rates[-1]:.2f}"
-                )
-    finally:
-        await ceiling.stop()
+            with meters["per_record"]:  # context only, after the pair
+                s = await ceiling.send("per_record", None)
+            c1_rates.append(round(n_records / s, 1))
+            c1_mib.append(sum(len(v) for v, _ in work.per_record) / s / 2**20)
+            say(f"{tag}: (a) context, 1 rec/msg: {c1_rates[-1]:,.0f} rec/s ({s:.2f} s)")
 
     ms = sorted(v * 1000 for v in tally.latencies)
     requests = len(work.bodies) * rounds
@@ -519,6 +611,14 @@ async def measure(
         cpu_percent=meters["ingest"].percent(),
     )
     ceilings = {
+        "matched": CeilingResult(
+            records=work.matched_records,
+            messages=len(work.matched),
+            records_per_s=round(statistics.median(cm_rates), 1),
+            records_per_s_rounds=cm_rates,
+            mib_per_s=round(statistics.median(cm_mib), 2),
+            cpu_percent=meters["matched"].percent(),
+        ),
         "per_record": CeilingResult(
             records=n_records,
             messages=len(work.per_record),
@@ -527,16 +627,9 @@ async def measure(
             mib_per_s=round(statistics.median(c1_mib), 2),
             cpu_percent=meters["per_record"].percent(),
         ),
-        "per_batch": CeilingResult(
-            records=cb_records,
-            messages=len(work.per_batch),
-            records_per_s=round(statistics.median(cb_rates), 1),
-            records_per_s_rounds=cb_rates,
-            mib_per_s=round(statistics.median(cb_mib), 2),
-        ),
     }
-    ratios = [i / c for i, c in zip(in_rates, c1_rates, strict=True)]
-    ratios_b = [i / c for i, c in zip(in_rates, cb_rates, strict=True)]
+    ratios = [i / c for i, c in zip(in_rates, cm_rates, strict=True)]
+    ratios_1 = [i / c for i, c in zip(in_rates, c1_rates, strict=True)]
     return {
         "client_loop": client_loop,
         "speed_probe_ms": probes,
@@ -544,7 +637,7 @@ async def measure(
         "ingest": asdict(ingest),
         "ratio": round(statistics.median(ratios), 4),
         "ratio_rounds": [round(x, 4) for x in ratios],
-        "ratio_batched": round(statistics.median(ratios_b), 4),
+        "ratio_per_record": round(statistics.median(ratios_1), 4),
     }
 
 
@@ -566,7 +659,7 @@ def machine_info() -> dict[str, Any]:
             return None
 
     return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "nproc": _NPROC,
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
         "python": platform.python_version(),
@@ -596,20 +689,23 @@ def _rounds(values: list[float]) -> str:
 def render(report: dict[str, Any]) -> str:
     """The human-readable table."""
     m, cfg = report["machine"], report["config"]
-    ceil, ceil_b = report["ceiling"]["per_record"], report["ceiling"]["per_batch"]
+    matched, ceil_1 = report["ceiling"]["matched"], report["ceiling"]["per_record"]
     ing = report["ingest"]
-    b = cfg["batch"]
-    ratios = " / ".join(f"{x:.2f}" for x in report["ratio_rounds"])
+    ratios = " / ".join(f"{x:.3f}" for x in report["ratio_rounds"])
 
     def rate(res: dict[str, Any]) -> str:
         return f"{res['records_per_s']:>10,.0f} rec/s"
 
     rows: list[tuple[str, str, Any]] = [
-        ("(a) ceiling: raw producer, 1 rec/msg", rate(ceil), ceil),
-        (f"    raw producer, {b} rec/msg (reference)", rate(ceil_b), ceil_b),
+        (
+            f"(a) ceiling: raw producer, ingest's envelopes ({cfg['chunk_records']} rec/msg)",
+            rate(matched),
+            matched,
+        ),
         ("(b) ingest over HTTP, 202s only", rate(ing), ing),
-        ("ratio ingest / ceiling", f"{report['ratio']:>10.3f}", f"   rounds: {ratios}"),
-        (f"ratio ingest / {b} rec/msg", f"{report['ratio_batched']:>10.3f}", None),
+        ("ratio ingest / matched ceiling", f"{report['ratio']:>10.3f}", f"   rounds: {ratios}"),
+        ("context: raw producer, 1 rec/msg", rate(ceil_1), ceil_1),
+        ("context: ratio ingest / 1 rec/msg", f"{report['ratio_per_record']:>10.3f}", None),
         ("request latency p50", f"{ing['p50_ms']:>10.1f} ms", None),
         ("request latency p99", f"{ing['p99_ms']:>10.1f} ms", None),
         ("non-202 answers + client errors", f"{ing['non_202']:>10d}", None),
@@ -617,6 +713,7 @@ def render(report: dict[str, Any]) -> str:
         ("request bodies MiB/s", f"{ing['mib_per_s']:>10,.1f}", None),
     ]
     width = max(len(a) for a, _, _ in rows)
+    pin = cfg["pinning"]
     lines = [
         "",
         f"Flywheel ingest benchmark  {report['date']}",
@@ -625,9 +722,16 @@ def render(report: dict[str, Any]) -> str:
         f"{m['service_loop']} in the service (uvicorn http={m['service_http_parser']})",
         f"kafka: {report['kafka']['kind']} broker at {report['kafka']['bootstrap']}; producer "
         f"compression={cfg['compression']} linger={cfg['linger_ms']}ms acks=all idempotent",
-        f"run: {cfg['records']:,} records x {cfg['rounds']} round(s), batch={b}, "
+        f"run: {cfg['records']:,} records x {cfg['rounds']} round(s), batch={cfg['batch']}, "
         f"concurrency={cfg['concurrency']}, ingest workers={cfg['workers']}; "
         "rec/s = median of the rounds",
+        (
+            f"cores: the ceiling producer and ingest each pinned to {len(pin['measured'])} "
+            f"core(s) {pin['measured']} (all ingest workers share them), the HTTP client to "
+            f"{pin['client']}, the broker unpinned"
+            if pin["measured"]
+            else "cores: nothing pinned (--cores 0)"
+        ),
         "-" * (width + 44),
     ]
     for a, v, extra in rows:
@@ -639,7 +743,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"non-202 by status: {ing['non_202_by_status']}")
     for title, cpu in (
         ("CPU during (b) (100% = one core)", ing["cpu_percent"]),
-        ("CPU during (a) 1 rec/msg", ceil["cpu_percent"]),
+        ("CPU during (a) matched", matched["cpu_percent"]),
+        ("CPU during (a) 1 rec/msg", ceil_1["cpu_percent"]),
     ):
         lines.append(f"{title}: " + ", ".join(f"{k} {_pct(v)}" for k, v in cpu.items()))
     load = [m.get("loadavg_at_start"), m.get("loadavg_at_end")]
@@ -649,6 +754,7 @@ def render(report: dict[str, Any]) -> str:
         "speed probe before each round (ms, lower = faster CPU): "
         + " / ".join(f"{p:.0f}" for p in report["speed_probe_ms"])
     )
+    lines.append(f"ingest ratio vs matched producer: {report['ratio']:.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -679,6 +785,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(ROOT / "examples" / "*" / "flywheel.yaml"),
         help="model spec glob for the ingest service",
     )
+    p.add_argument(
+        "--cores",
+        type=int,
+        default=1,
+        help="pin the ceiling producer and ingest each to this many cores, the same ones "
+        "(the client gets the others); 0 = no pinning (1)",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, store)")
     args = p.parse_args(argv)
     for name in ("records", "concurrency", "batch", "workers", "rounds"):
@@ -691,6 +804,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _on_sigterm(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def matched_envelopes(
+    records: list[dict[str, Any]], batch: int, chunk: int, specs: str
+) -> list[Message]:
+    """The ``data.validated`` messages ingest publishes for these request bodies: each body's
+    valid (normalised) records in ``chunk``-record events, one correlation id per body,
+    encoded by ``encode_event`` with the headers ``EventProducer`` sets."""
+    contract = load_spec_files(specs).get(DATASET)
+    if contract is None:
+        raise SystemExit(f"no contract for dataset '{DATASET}' in {specs}")
+    validator = ContractValidator(contract)
+    out: list[Message] = []
+    for i in range(0, len(records), batch):
+        valid = validator.validate(records[i : i + batch]).valid
+        cid = uuid.uuid4()
+        headers = [("type", b"data.validated"), ("correlation_id", str(cid).encode())]
+        for j in range(0, len(valid), chunk):
+            event = RecordsValidated.model_construct(
+                event_id=uuid.uuid4(),
+                occurred_at=datetime.now(UTC),
+                correlation_id=cid,
+                schema_version=1,
+                type="data.validated",
+                dataset=DATASET,
+                records=valid[j : j + chunk],
+                source=None,
+            )
+            out.append((encode_event(event), headers))
+    return out
 
 
 def build_workload(args: argparse.Namespace) -> Workload:
@@ -707,19 +850,35 @@ def build_workload(args: argparse.Namespace) -> Workload:
         ]
 
     bodies = chunks(records)
+    chunk = IngestSettings().chunk_records  # FLYWHEEL_INGEST_CHUNK_RECORDS, as ingest reads it
+    matched = matched_envelopes(records, args.batch, chunk, args.specs)
     work = Workload(
-        per_record=[orjson.dumps(r) for r in records],
-        # whole batches only, so that rec/msg is exact
-        per_batch=[b for n, b in bodies if n == args.batch] or [bodies[0][1]],
+        per_record=[(orjson.dumps(r), None) for r in records],
+        matched=matched,
+        matched_records=sum(len(orjson.loads(v)["records"]) for v, _ in matched),
+        chunk_records=chunk,
         bodies=bodies,
         warm_bodies=chunks(warm),
         batch=args.batch,
     )
+    if work.matched_records != len(records):
+        say(f"warning: only {work.matched_records:,} of {len(records):,} records are valid")
     say(
         f"serialised: {len(bodies):,} bodies of up to {args.batch} records "
-        f"(~{len(bodies[0][1]) / 1024:.0f} KiB each)"
+        f"(~{len(bodies[0][1]) / 1024:.0f} KiB each), {len(matched):,} data.validated "
+        f"envelopes of up to {chunk} records (~{len(matched[0][0]) / 1024:.0f} KiB each)"
     )
     return work
+
+
+def pick_cores(n: int) -> tuple[list[int], list[int]]:
+    """(cores for the ceiling producer and for ingest, cores for the HTTP client): the last
+    ``n`` cores this process may use, and the others (all of them when none is left)."""
+    avail = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if n <= 0 or not avail:
+        return [], avail
+    measured = avail[-n:]
+    return measured, [c for c in avail if c not in measured] or avail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -745,22 +904,40 @@ def main(argv: list[str] | None = None) -> int:
             broker = acquire_broker()
         broker_pid = broker.local.pid if broker.local is not None else None
 
+        measured_cores, client_cores = pick_cores(args.cores)
         say(f"starting {args.workers} ingest process(es)")
-        ingests = Ingests(broker.bootstrap, workdir, args.workers, args.specs)
+        ingests = Ingests(broker.bootstrap, workdir, args.workers, args.specs, measured_cores)
         began = time.monotonic()
         ingests.start()
         say(f"ingest ready in {time.monotonic() - began:.1f} s: {', '.join(ingests.urls)}")
-
-        measured = asyncio.run(
-            measure(
-                broker.bootstrap,
-                ingests.urls,
-                work,
-                args.concurrency,
-                args.rounds,
-                {"ingest": ingests.pids, "bench": [os.getpid()], "broker": [broker_pid]},
-            )
+        say("starting the ceiling producer process")
+        ceiling = CeilingProcess(
+            broker.bootstrap,
+            measured_cores,
+            {"matched": (work.matched, work.chunk_records), "per_record": (work.per_record, 1)},
         )
+        ceiling.start()
+        if measured_cores:
+            say(f"pinned: ceiling and ingest to cores {measured_cores}, client to {client_cores}")
+            os.sched_setaffinity(0, client_cores)
+        try:
+            measured = asyncio.run(
+                measure(
+                    ceiling,
+                    ingests.urls,
+                    work,
+                    args.concurrency,
+                    args.rounds,
+                    {
+                        "ingest": ingests.pids,
+                        "ceiling": [ceiling.pid],
+                        "bench": [os.getpid()],
+                        "broker": [broker_pid],
+                    },
+                )
+            )
+        finally:
+            ceiling.stop()
         settings = KafkaSettings()
         report: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -776,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
                 "compression": settings.compression,
                 "linger_ms": settings.linger_ms,
+                "chunk_records": work.chunk_records,
+                "pinning": {"measured": measured_cores, "client": client_cores},
             },
             **measured,
         }
