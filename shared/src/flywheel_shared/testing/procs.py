@@ -101,7 +101,9 @@ class ServiceProcess:
 
     def kill(self, *, tree: bool = False) -> None:
         """SIGKILL: no cleanup, no flush, no commit. With ``tree``, every process below it dies
-        in the same instant too (a container or pod killed: workers, warm training runs)."""
+        in the same instant too (a container or pod killed: workers, warm training runs).
+        Returns once every one of them is dead: none holds a socket any more (a worker still
+        dying would accept a connection into its listen backlog, then reset it)."""
         if self.proc is None:
             return
         below = descendants(self.proc.pid) if tree else []
@@ -110,6 +112,11 @@ class ServiceProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while alive := [pid for pid in below if _alive(pid)]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes {alive} outlived SIGKILL by 10 s")
+            time.sleep(0.005)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait (then SIGKILL); returns the exit code."""
@@ -142,6 +149,15 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie (dead, not yet reaped) has closed its files."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def cmdline(pid: int) -> str:
