@@ -194,43 +194,69 @@ async def test_oip_v2_and_json_routes_answer_with_the_production_version(
     assert status == 404 and "999" in err["error"]
 
 
-def _triton_infer(url: str, record: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Ask with NVIDIA's tritonclient, unchanged: metadata, then one typed tensor per input."""
+def _triton_infer(url: str, rows: list[dict[str, Any]], version: int) -> dict[str, Any]:
+    """Ask with NVIDIA's tritonclient, unchanged and with its default settings: metadata,
+    then one typed tensor per input (numeric and BYTES) and every output in binary (Triton's
+    binary tensor data extension); then JSON tensors with one binary output asked for."""
     import numpy as np
     import tritonclient.http as triton
-    from tritonclient.utils import InferenceServerException
 
     client = triton.InferenceServerClient(url=url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("fraud")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     meta = client.get_model_metadata("fraud")
     dtypes = {"FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
-    inputs = []
-    for spec in meta["inputs"]:
-        tensor = triton.InferInput(spec["name"], [1], spec["datatype"])
-        tensor.set_data_from_numpy(
-            np.array([record[spec["name"]]], dtype=dtypes[spec["datatype"]]), binary_data=False
-        )
-        inputs.append(tensor)
-    result = client.infer("fraud", inputs)
-    binary = triton.InferInput("amount", [1], "FP64")
-    binary.set_data_from_numpy(np.array([1.0]))  # the binary-data extension: refused, clearly
-    try:
-        client.infer("fraud", [binary])
-    except InferenceServerException as exc:
-        refused: Any = exc
-    else:
-        refused = None
-    return result.get_response(), refused
+
+    def tensors(*, binary_data: bool) -> list[Any]:
+        out = []
+        for spec in meta["inputs"]:
+            name, datatype = spec["name"], spec["datatype"]
+            values = [r[name].encode() if datatype == "BYTES" else r[name] for r in rows]
+            tensor = triton.InferInput(name, [len(rows)], datatype)
+            out.append(
+                tensor.set_data_from_numpy(np.array(values, dtype=dtypes[datatype]), binary_data)
+            )
+        return out
+
+    binary = client.infer("fraud", tensors(binary_data=True), model_version=str(version))
+    mixed = client.infer(
+        "fraud",
+        tensors(binary_data=False),
+        outputs=[triton.InferRequestedOutput("score")],
+        model_version=str(version),
+    )
+    return {
+        "datatypes": {i["name"]: i["datatype"] for i in meta["inputs"]},
+        "response": binary.get_response(),
+        "score": binary.as_numpy("score").tolist(),
+        "label": binary.as_numpy("label").tolist(),
+        "mixed": mixed.as_numpy("score").tolist(),
+        "mixed outputs": [o["name"] for o in mixed.get_response()["outputs"]],
+    }
 
 
-async def test_an_oip_client_library_works_unchanged(env: Env) -> None:
+async def test_an_oip_client_library_works_unchanged_with_binary_tensors(
+    env: Env, http: aiohttp.ClientSession
+) -> None:
     async with env.registry.client() as reg:
         production = (await reg.get_model("fraud")).aliases["production"].version
-    response, refused = await asyncio.to_thread(_triton_infer, env.serving.url, records(1)[0])
+    rows = records(40, seed=11)
+    got = await asyncio.to_thread(_triton_infer, env.serving.url, rows, production)
+    assert {"FP64", "INT64", "BOOL", "BYTES"} <= set(got["datatypes"].values()), got["datatypes"]
+    response = got["response"]
     assert response["model_name"] == "fraud" and response["model_version"] == str(production)
-    outputs = {o["name"]: o for o in response["outputs"]}
-    assert 0.0 <= outputs["score"]["data"][0] <= 1.0 and outputs["label"]["data"][0] in (0, 1)
-    assert refused is not None and "binary tensor data extension" in str(refused)
+    sizes = {o["name"]: o["parameters"]["binary_data_size"] for o in response["outputs"]}
+    assert sizes == {"score": 8 * len(rows), "label": 8 * len(rows)}, response["outputs"]
+    assert all("data" not in o for o in response["outputs"])
+    # The same rows on the JSON route, same version: the same scores and labels.
+    status, _, body = await post(
+        http, env.serving.url + f"/v1/models/fraud/versions/{production}/predict", {"records": rows}
+    )
+    assert status == 200, body
+    assert got["score"] == pytest.approx([p["score"] for p in body["predictions"]], abs=1e-12)
+    assert got["label"] == [p["label"] for p in body["predictions"]]
+    assert got["mixed outputs"] == ["score"] and got["mixed"] == pytest.approx(got["score"])
+    env.answered[body["request_id"]] += len(rows)
 
 
 # -- hot swap ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""HTTP transports over the data plane: Open Inference Protocol v2 REST and a plain JSON route.
+"""HTTP transports over the data plane: Open Inference Protocol v2 REST (JSON, or binary
+tensors with Triton's binary tensor data extension, ``binary.py``) and a plain JSON route.
 
 A small Starlette app, mounted into the BentoML service (``bentoml.asgi_app``); BentoML
 keeps ``/healthz``, ``/livez``, ``/readyz``, ``/metrics`` and its ``/docs.json``. Every answer
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from flywheel_shared.auth import bearer_problem
 from flywheel_shared.http import EncodedSlashes
 
+from . import binary
 from .domain.oip import ProtocolError, decode_request, model_metadata, output_tensors
 from .models import Deployment, LoadedModel
 from .openapi import base_document, document
@@ -107,24 +109,46 @@ def create_app(
             raise InferenceError(503, "starting", "the service is starting, retry")
         return rt
 
-    async def body_json(request: Request) -> Any:
-        if "inference-header-content-length" in request.headers:
-            raise InferenceError(
-                415,
-                "binary_data_unsupported",
-                "the binary tensor data extension is not supported: send tensors as JSON "
-                "(tritonclient: set_data_from_numpy(..., binary_data=False))",
-            )
+    async def body_bytes(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
             raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
         body = await request.body()
         if len(body) > max_body_bytes:
             raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
+        encoding = request.headers.get("content-encoding")
+        if not encoding:
+            return body
+        try:
+            return binary.decompress(body, encoding, max_body_bytes)
+        except binary.BinaryError as exc:
+            raise InferenceError(exc.status, exc.code, str(exc)) from exc
+
+    def parse_json(body: bytes) -> Any:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InferenceError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+
+    async def body_json(request: Request) -> Any:
+        if binary.HEADER_LENGTH in request.headers:
+            raise InferenceError(
+                415,
+                "binary_data_unsupported",
+                "the binary tensor data extension is for the OIP infer routes: send JSON here",
+            )
+        return parse_json(await body_bytes(request))
+
+    async def infer_payload(request: Request) -> Any:
+        """The OIP request, JSON or binary (Triton's binary tensor data extension)."""
+        body = await body_bytes(request)
+        length = request.headers.get(binary.HEADER_LENGTH)
+        if length is None:
+            return parse_json(body)
+        try:
+            return binary.decode_request(body, binary.header_length(length))
+        except binary.BinaryError as exc:
+            raise InferenceError(exc.status, exc.code, str(exc)) from exc
 
     def errors(handler: Endpoint, *, detailed: bool) -> Endpoint:
         async def wrapped(request: Request) -> Response:
@@ -172,7 +196,9 @@ def create_app(
     # -- Open Inference Protocol v2 ------------------------------------------------------
 
     async def server_metadata(_: Request) -> Response:
-        return _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+        return _json(
+            200, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": [binary.EXTENSION]}
+        )
 
     async def live(_: Request) -> Response:
         return _json(200, {"live": True})
@@ -205,7 +231,7 @@ def create_app(
     async def infer(request: Request) -> Response:
         plane = current().plane
         name = request.path_params["name"]
-        payload = await body_json(request)
+        payload = await infer_payload(request)
         header_id = request.headers.get("x-request-id")
         body_id = payload.get("id") if isinstance(payload, dict) else None
         rid = header_id or (str(body_id) if body_id is not None else None) or uuid4().hex
@@ -226,7 +252,12 @@ def create_app(
             "parameters": {"route": answer.route, "prediction_ids": answer.prediction_ids},
             "outputs": output_tensors(answer.outputs, decoded.outputs),
         }
-        return _json(200, body, _answer_headers(answer))
+        encoded = binary.encode_response(body, binary.binary_outputs(payload))
+        if encoded is None:
+            return _json(200, body, _answer_headers(answer))
+        content, length = encoded
+        headers = {**_answer_headers(answer), binary.HEADER_LENGTH: str(length)}
+        return Response(content, media_type="application/octet-stream", headers=headers)
 
     # -- plain JSON ----------------------------------------------------------------------
 

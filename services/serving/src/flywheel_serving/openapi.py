@@ -28,6 +28,7 @@ from flywheel_shared.http import (
     responses,
 )
 
+from .binary import BINARY_DATATYPES
 from .domain.oip import DATATYPES, FIELD_DATATYPE
 from .models import LoadedModel
 
@@ -212,20 +213,51 @@ _NOT_READY = "The worker is starting, the model is not loaded yet, or it has no 
 _MODEL_ERRORS = {
     400: "The body is not JSON, or does not follow the protocol (the reason says where)",
     404: "No such model, version or route here",
-    413: "The body is over the size limit",
-    415: "Binary tensor data (the OIP binary extension) is not supported: send JSON",
+    413: "The body is over the size limit (compressed or not)",
+    415: "The Content-Encoding is not identity, gzip or deflate, or binary tensors (Triton's "
+    "binary tensor data extension) were sent to the JSON route",
     422: "A record breaks the model's contract",
     500: "The model failed on valid input",
     503: _NOT_READY,
 }
 
 
-def _answered(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
-    headers = {
+LENGTH_HEADER = "Inference-Header-Content-Length"
+_BINARY_REQUEST = (
+    "Triton's binary tensor data extension (with the Inference-Header-Content-Length header): "
+    "the JSON inference request in the body's first Inference-Header-Content-Length bytes (an "
+    "input whose tensor follows carries parameters.binary_data_size instead of data), then the "
+    "inputs' tensors in order: row-major, little-endian, BOOL one byte per element, BYTES each "
+    "element as a 4-byte little-endian length and its UTF-8 bytes. Datatypes: "
+    f"{', '.join(sorted(BINARY_DATATYPES))} (BF16 read as FP32)"
+)
+_BINARY_ANSWER = (
+    "Triton's binary tensor data extension, when the request asks for binary outputs "
+    "(parameters.binary_data of an output, or the request's parameters.binary_data_output): "
+    "the JSON answer in the body's first Inference-Header-Content-Length bytes (a binary "
+    "output carries parameters.binary_data_size instead of data), then those outputs' "
+    "tensors in order"
+)
+_LENGTH = {
+    "description": "Length of the JSON part of a binary body (Triton's binary tensor data "
+    "extension); the rest of the body holds the tensors",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _answered(
+    model: type[BaseModel], description: str, *, binary: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    headers: dict[str, Any] = {
         name: {"description": text, "required": True, "schema": {"type": "string"}}
         for name, text in _ANSWER_HEADERS.items()
     }
-    return {200: {"model": model, "description": description, "headers": headers}}
+    answer: dict[str, Any] = {"model": model, "description": description, "headers": headers}
+    if binary:
+        headers[LENGTH_HEADER] = {**_LENGTH, "required": False}
+        binary_body = {"type": "string", "format": "binary", "description": _BINARY_ANSWER}
+        answer["content"] = {"application/octet-stream": {"schema": binary_body}}
+    return {200: answer}
 
 
 def _router(*, auth: bool, max_body_bytes: int) -> APIRouter:
@@ -244,11 +276,21 @@ def _router(*, auth: bool, max_body_bytes: int) -> APIRouter:
     def not_ready(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
         return {503: {"model": model, "description": _NOT_READY}}
 
-    def body(model: type[BaseModel]) -> dict[str, Any]:
+    def body(model: type[BaseModel], *, binary: bool = False) -> dict[str, Any]:
+        if not binary:
+            extra = request_body(
+                {"application/json": model},
+                description=f"JSON, at most {max_body_bytes} bytes (gzip or deflate allowed)",
+            )
+            return {**extra, **(guarded or {})}
+        binary_body = {"type": "string", "format": "binary", "description": _BINARY_REQUEST}
         extra = request_body(
-            {"application/json": model}, description=f"JSON, at most {max_body_bytes} bytes"
+            {"application/json": model, "application/octet-stream": binary_body},
+            description=f"JSON, or binary tensors; at most {max_body_bytes} bytes (gzip or "
+            "deflate allowed)",
         )
-        return {**extra, **(guarded or {})}
+        length = {"name": LENGTH_HEADER, "in": "header", "required": False, **_LENGTH}
+        return {**extra, "parameters": [length], **(guarded or {})}
 
     def add(method: str, path: str, operation_id: str, tag: str, summary: str, **kw: Any) -> None:
         params = {"name": str, "version": int}
@@ -303,10 +345,10 @@ def _router(*, auth: bool, max_body_bytes: int) -> APIRouter:
             OIP,
             f"Inference with {which}",
             responses={
-                **_answered(InferenceResponse, "The outputs, one row per input row"),
+                **_answered(InferenceResponse, "The outputs, one row per input row", binary=True),
                 **errors(400, 404, 413, 415, 422, 500, 503, model=OipError, guard=True),
             },
-            openapi_extra=body(InferenceRequest),
+            openapi_extra=body(InferenceRequest, binary=True),
         )
     for prefix, path, which in (
         ("", "/v1/models/{name}/predict", "the production (or canary) version"),
