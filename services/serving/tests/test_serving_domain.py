@@ -173,3 +173,19 @@ async def test_batcher_fails_every_request_of_a_failed_batch_and_goes_on() -> No
     with pytest.raises(ValueError, match="boom"):
         await batcher.submit([{}])
     assert await batcher.submit([{}, {}]) == [{}, {}]
+
+
+async def test_batcher_runs_small_batches_on_the_loop_and_large_ones_on_the_thread() -> None:
+    threads: list[tuple[int, int]] = []
+
+    def model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        threads.append((len(rows), threading.get_ident()))
+        return [{} for _ in rows]
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = AdaptiveBatcher(model, max_batch_size=8, executor=pool, inline_rows=2)
+        assert await batcher.submit([{}, {}]) == [{}, {}]
+        assert await batcher.submit([{}] * 3) == [{}] * 3
+    loop_thread = threading.get_ident()
+    assert threads[0] == (2, loop_thread)  # inline: no hand-off, no GIL convoy
+    assert threads[1][0] == 3 and threads[1][1] != loop_thread

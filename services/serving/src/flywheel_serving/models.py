@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,8 +137,10 @@ class ModelManager:
         models: Sequence[str] = (),
         max_batch_size: int = 128,
         executor: Executor | None = None,
+        inline_rows: int = 0,
         resync_s: float = 30.0,
         retry_max_s: float = 10.0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.registry = (
             registry
@@ -148,6 +150,9 @@ class ModelManager:
         self.models = list(models)
         self.max_batch_size = max_batch_size
         self.executor = executor
+        self.inline_rows = inline_rows
+        self.on_change = on_change
+        """Called after a deployment changed (the runtime freezes the GC heap there)."""
         self.resync_s = resync_s
         self.retry_max_s = retry_max_s
         self.deployments: dict[str, Deployment] = {}
@@ -293,6 +298,8 @@ class ModelManager:
                 "after": new.summary(),
             },
         )
+        if self.on_change is not None:
+            self.on_change()
         return new
 
     async def _load(self, name: str, version: int, spec: ModelSpec, spec_sha: str) -> LoadedModel:
@@ -315,6 +322,7 @@ class ModelManager:
             model.score,
             max_batch_size=self.max_batch_size,
             executor=self.executor,
+            inline_rows=self.inline_rows,
             on_batch=BATCH_SIZE.labels(name, str(version)).observe,
         )
         self._cache[key] = model

@@ -21,10 +21,12 @@ from flywheel_shared.auth import read_secret
 from flywheel_shared.logging import setup_logging
 
 from .api import create_app
-from .runtime import ServingRuntime, wait_ready
+from .runtime import ServingRuntime, spread_accepts, wait_ready
 from .settings import ServingSettings
 
 SETTINGS = ServingSettings()
+if SETTINGS.fair_accept:
+    spread_accepts()  # the workers share one socket: each takes one connection per turn
 _current: list[ServingRuntime] = []
 
 
@@ -62,11 +64,13 @@ class FlywheelServing:
 
         A worker takes no connection before this returns, so on a normal start every
         worker joins fully loaded; with the registry away it starts answering (not
-        ready) after ``startup_wait_s`` and keeps retrying in the background.
+        ready) after ``startup_wait_s`` and keeps retrying in the background. With the
+        models loaded, the heap is collected once and frozen (``gc_freeze``).
         """
         await self.runtime.start()
         _current[:] = [self.runtime]
         await wait_ready(self.runtime, SETTINGS.startup_wait_s)
+        self.runtime.settle_heap()
 
     @bentoml.on_shutdown
     async def stop_runtime(self) -> None:

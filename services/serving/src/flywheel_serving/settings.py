@@ -29,6 +29,23 @@ class ServingSettings(ServiceSettings):
     max_batch_size: int = Field(
         128, ge=1, description="most records per model call (adaptive batching)"
     )
+    inline_rows: int = Field(
+        1,
+        ge=0,
+        description="model calls of at most this many records run on the event loop (no thread "
+        "hand-off, no GIL convoy); larger ones on the model thread, while the loop gathers the "
+        "next batch (0: all on the thread)",
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="collect once when the models are loaded, then gc.freeze() the heap: full "
+        "collections walk only newer objects (no 1 s pauses); later loads are frozen too",
+    )
+    fair_accept: bool = Field(
+        True,
+        description="each worker accepts one connection per event-loop turn, so new "
+        "connections spread over the workers sharing the socket (asyncio takes up to 2048)",
+    )
     shadow: bool = Field(True, description="mirror traffic to the shadow version, if any")
     max_shadow_pending: int = Field(
         512, ge=0, description="shadow records waiting at most; beyond, mirroring is skipped"
