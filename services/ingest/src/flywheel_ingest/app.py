@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flywheel_shared.auth import UnsafeSettings, bearer_guard, read_secret, require_token
 from flywheel_shared.datasets import Manifest, manifest_key
-from flywheel_shared.events import FieldError, Label
+from flywheel_shared.events import FieldError, Label, remember_encoded
 from flywheel_shared.http import (
     AUTH,
     BEARER,
@@ -139,7 +139,12 @@ class Runtime(KafkaRuntime):
             self.producer,
             max_rows=settings.segment_rows,
             max_age_s=settings.segment_seconds,
+            vouched=self.plane.vouched,
         )
+        if settings.run_writer:
+            # The writer reads back what this process publishes: the data.validated events it
+            # encoded are handed back as they are when the bytes match (no second decode).
+            remember_encoded(128)
 
     async def on_start(self) -> None:
         """Keep registry contracts fresh for the life of the service."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -53,6 +55,48 @@ class SubmitResult:
     rejections: list[Rejection]
 
 
+# What identifies a data.validated event this process built: its id, time, correlation id,
+# dataset and record count.
+_Stamp = tuple[UUID, datetime, UUID, str, int]
+
+
+def _stamp(event: RecordsValidated) -> _Stamp:
+    return (
+        event.event_id,
+        event.occurred_at,
+        event.correlation_id,
+        event.dataset,
+        len(event.records),
+    )
+
+
+class Vouched:
+    """The ``data.validated`` events this process published, each with the contract its
+    records were validated against (bounded: the most recent ``capacity``).
+
+    The in-process dataset writer asks :meth:`vouches` before re-validating an event's
+    records: an event it reads back with the same id, timestamp, correlation id, dataset and
+    record count was built here, from records this very contract accepted, so checking them
+    again would only repeat the work. Anything else (another producer, a restart, a contract
+    that changed since) is checked as before."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._events: OrderedDict[UUID, tuple[_Stamp, DatasetContract]] = OrderedDict()
+
+    def add(self, event: RecordsValidated, contract: DatasetContract) -> None:
+        """Remember that ``event``'s records passed ``contract``."""
+        self._events[event.event_id] = (_stamp(event), contract)
+        self._events.move_to_end(event.event_id)
+        if len(self._events) > self.capacity:
+            self._events.popitem(last=False)
+
+    def vouches(self, event: RecordsValidated, contract: DatasetContract) -> bool:
+        """True if this process built ``event`` from records ``contract`` accepted."""
+        known = self._events.get(event.event_id)
+        return known is not None and known[1] is contract and known[0] == _stamp(event)
+
+
 class IngestService:
     """Validates records against their contract and publishes the outcome, awaiting acks."""
 
@@ -69,6 +113,7 @@ class IngestService:
         self.chunk_records = chunk_records
         self.keep_rejected = keep_rejected_records
         self._validators: dict[str, tuple[DatasetContract, ContractValidator]] = {}
+        self.vouched = Vouched()
 
     def validator(self, dataset: str) -> ContractValidator:
         """The compiled validator of a dataset (recompiled when its contract changes)."""
@@ -96,7 +141,8 @@ class IngestService:
         With an ``idempotency_key`` (or when re-processing a Kafka event) the published event
         ids are derived from it, so a retried submission is stored only once.
         """
-        outcome = self.validator(dataset).validate(records, keep_rejected=self.keep_rejected)
+        validator = self.validator(dataset)
+        outcome = validator.validate(records, keep_rejected=self.keep_rejected)
         cid = correlation_id or uuid4()
         events: list[Event] = []
         for n, start in enumerate(range(0, len(outcome.valid), self.chunk_records)):
@@ -106,18 +152,19 @@ class IngestService:
                 if idempotency_key
                 else uuid4()
             )
-            events.append(
-                RecordsValidated.model_construct(
-                    event_id=eid,
-                    occurred_at=utcnow(),
-                    correlation_id=cid,
-                    schema_version=1,
-                    type="data.validated",
-                    dataset=dataset,
-                    records=chunk,
-                    source=source,
-                )
+            validated = RecordsValidated.model_construct(
+                event_id=eid,
+                occurred_at=utcnow(),
+                correlation_id=cid,
+                schema_version=1,
+                type="data.validated",
+                dataset=dataset,
+                records=chunk,
+                source=source,
             )
+            # Before publishing: the writer may read the event back before the ack arrives.
+            self.vouched.add(validated, validator.contract)
+            events.append(validated)
         if outcome.rejections:
             eid = (
                 derived_id("data.rejected", dataset, idempotency_key)

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Histogram
+from pydantic import TypeAdapter
 
 from flywheel_shared.datasets import Manifest, SegmentEntry, manifest_key
 from flywheel_shared.events import (
@@ -40,6 +41,7 @@ from flywheel_shared.validation import ContractValidator, describe
 
 from .contracts import ContractSource
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
+from .handlers import Vouched
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ SEGMENTS_SEALED = Counter(
 ROWS_WRITTEN = Counter(
     "flywheel_ingest_rows_written_total", "Rows written to segments", ["dataset"]
 )
+_MANIFEST_FIELDS = list(Manifest.model_fields)
+_STR: TypeAdapter[str] = TypeAdapter(str)
 SEAL_SECONDS = Histogram(
     "flywheel_ingest_seal_seconds", "Time to build, write and list one segment", ["dataset"]
 )
@@ -79,8 +83,11 @@ class DatasetWriter:
         max_rows: int = 10_000,
         max_age_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        vouched: Vouched | None = None,
     ) -> None:
+        """``vouched``: the events this process's ingest validated itself (not re-checked)."""
         self.store = store
+        self.vouched = vouched
         self.contracts = contracts
         self.producer = producer
         self.max_rows = max_rows
@@ -91,6 +98,7 @@ class DatasetWriter:
         self._stored_ids: set[str] = set()
         self._validators: dict[str, tuple[DatasetContract, ContractValidator]] = {}
         self._lock = asyncio.Lock()
+        self._entry_json: dict[str, tuple[SegmentEntry, bool, bytes]] = {}
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -108,7 +116,23 @@ class DatasetWriter:
         return manifest
 
     def _save_manifest(self, manifest: Manifest) -> None:
-        self.store.put(manifest_key(manifest.dataset), manifest.model_dump_json().encode())
+        self.store.put(manifest_key(manifest.dataset), self._manifest_json(manifest))
+
+    def _manifest_json(self, manifest: Manifest) -> bytes:
+        """``manifest.model_dump_json()``, byte for byte, without re-serialising every sealed
+        segment on every seal (that made each seal cost more than the last): an entry's JSON
+        is kept while it is the same object with the same ``announced`` flag, the only field
+        the writer changes once an entry is listed."""
+        if _MANIFEST_FIELDS != ["dataset", "segments"]:  # Manifest grew: no shortcut
+            return manifest.model_dump_json().encode()
+        cache, parts = self._entry_json, []
+        for seg in manifest.segments:
+            hit = cache.get(seg.segment_id)
+            if hit is None or hit[0] is not seg or hit[1] != seg.announced:
+                hit = cache[seg.segment_id] = (seg, seg.announced, seg.model_dump_json().encode())
+            parts.append(hit[2])
+        dataset = _STR.dump_json(manifest.dataset)
+        return b'{"dataset":' + dataset + b',"segments":[' + b",".join(parts) + b"]}"
 
     async def start(self) -> None:
         """Load every known dataset's manifest and announce segments a crash left unannounced."""
@@ -128,7 +152,10 @@ class DatasetWriter:
     def _check(self, contract: DatasetContract, event: RecordsValidated) -> None:
         """Refuse records that break the contract after all (a producer other than ingest's
         validator): stored, they would corrupt the dataset or fail the segment's seal, which
-        holds every record buffered with them."""
+        holds every record buffered with them. Events this process validated are not
+        checked twice."""
+        if self.vouched is not None and self.vouched.vouches(event, contract):
+            return
         cached = self._validators.get(contract.name)
         if cached is None or cached[0] is not contract:
             cached = self._validators[contract.name] = (contract, ContractValidator(contract))
