@@ -285,6 +285,29 @@ class SlowProducer:
         self.delivered.extend(events)
 
 
+async def test_a_backlog_built_during_a_send_goes_out_whole_in_the_next() -> None:
+    producer = SlowProducer()
+    plog = PredictionLog(producer, capacity=100, batch=4, flush_s=0.01)
+    task = asyncio.create_task(plog.run())
+    try:
+        plog.offer("fraud", [_pred(i) for i in range(2)])
+        for _ in range(200):
+            if producer.calls == 1:
+                break
+            await asyncio.sleep(0.01)
+        plog.offer("fraud", [_pred(i) for i in range(2, 40)])  # 38 while the first is away
+        producer.back.set()
+        for _ in range(200):
+            if plog.sent == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert plog.sent == 40 and plog.dropped == 0
+        assert producer.calls == 2  # the 38 in one send: 10 events of at most 4
+        assert [len(e.predictions) for e in producer.delivered[1:]] == [4] * 9 + [2]
+    finally:
+        task.cancel()
+
+
 async def test_a_send_that_timed_out_is_waited_for_again_not_sent_twice() -> None:
     producer = SlowProducer()
     plog = PredictionLog(

