@@ -28,6 +28,10 @@ SETTINGS = ServingSettings()
 if SETTINGS.fair_accept:
     spread_accepts()  # the workers share one socket: each takes one connection per turn
 _current: list[ServingRuntime] = []
+PREDICTION_ROUTES = [
+    r"/v1/models/[^/]+/(versions/[^/]+/)?predict",
+    r"/v2/models/[^/]+/(versions/[^/]+/)?infer",
+]
 
 
 def current_runtime() -> ServingRuntime | None:
@@ -49,6 +53,9 @@ app = create_app(
     traffic={"timeout": SETTINGS.request_timeout_s},
     logging={"access": {"enabled": False}},
     metrics={"enabled": True},
+    # BentoML's OpenTelemetry middleware wraps every request; the prediction routes skip it
+    # unless asked for (regular expressions searched in the URL).
+    tracing={} if SETTINGS.trace_predictions else {"excluded_urls": PREDICTION_ROUTES},
     endpoints={"livez": "/healthz", "readyz": "/readyz"},
 )
 class FlywheelServing:

@@ -46,6 +46,12 @@ class ServingSettings(ServiceSettings):
         description="each worker accepts one connection per event-loop turn, so new "
         "connections spread over the workers sharing the socket (asyncio takes up to 2048)",
     )
+    trace_predictions: bool = Field(
+        False,
+        description="OpenTelemetry spans for the prediction routes (BentoML's tracing): off, they"
+        " cost a third of the event loop under load and nothing exports them unless BentoML"
+        " tracing is configured",
+    )
     shadow: bool = Field(True, description="mirror traffic to the shadow version, if any")
     max_shadow_pending: int = Field(
         512, ge=0, description="shadow records waiting at most; beyond, mirroring is skipped"
