@@ -7,7 +7,9 @@ Each of the ``FLYWHEEL_SERVING_WORKERS`` worker processes builds its own
 :class:`~flywheel_serving.runtime.ServingRuntime` in its start-up hook (models, alias
 follower, prediction log) and answers through the transports in ``api.py``, mounted as a
 plain ASGI app: the prediction path goes through BentoML's server, process management,
-metrics and readiness, without per-request IO descriptors or pydantic models.
+metrics and readiness, without per-request IO descriptors or pydantic models. With
+``FLYWHEEL_SERVING_FAST_PATH`` (the default) the prediction routes also skip BentoML's
+per-request middleware (``fastpath.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import skops.io  # noqa: F401
 from flywheel_shared.auth import read_secret
 from flywheel_shared.logging import setup_logging
 
+from . import fastpath
 from .api import create_app
 from .runtime import ServingRuntime, spread_accepts, wait_ready
 from .settings import ServingSettings
@@ -87,3 +90,7 @@ class FlywheelServing:
     def __is_ready__(self) -> bool:
         """``/readyz``: the registry was read and the aliases' versions are loaded."""
         return self.runtime.ready()
+
+
+if SETTINGS.fast_path and not SETTINGS.trace_predictions:
+    fastpath.install(FlywheelServing, app, PREDICTION_ROUTES, SETTINGS.request_timeout_s)

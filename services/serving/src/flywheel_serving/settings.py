@@ -52,6 +52,12 @@ class ServingSettings(ServiceSettings):
         " cost a third of the event loop under load and nothing exports them unless BentoML"
         " tracing is configured",
     )
+    fast_path: bool = Field(
+        True,
+        description="POSTs to the prediction routes skip BentoML's per-request middleware "
+        "(its HTTP metrics, tracing, context) and go straight to the transports, with the same "
+        "timeout; off when trace_predictions is on",
+    )
     shadow: bool = Field(True, description="mirror traffic to the shadow version, if any")
     max_shadow_pending: int = Field(
         512, ge=0, description="shadow records waiting at most; beyond, mirroring is skipped"
@@ -71,7 +77,7 @@ class ServingSettings(ServiceSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest accepted request body"
     )
-    request_timeout_s: float = Field(30.0, gt=0, description="BentoML's per-request timeout")
+    request_timeout_s: float = Field(30.0, gt=0, description="per-request timeout (504 past it)")
 
     @field_validator("models", mode="before")
     @classmethod
