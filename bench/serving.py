@@ -753,7 +753,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of " + ",".join(PEERS))
-    ap.add_argument("--large-rows", type=int, default=1000)
+    ap.add_argument(
+        "--large-rows", type=int, default=1000, help="rows per large request (0: skip that part)"
+    )
     ap.add_argument("--startup-timeout", type=float, default=420.0)
     ap.add_argument("--bootstrap", default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -887,7 +889,7 @@ def main() -> None:
             for t in order:
                 fixed.append(cell(t, fixed_c, rate=rate, mode="fixed"))
 
-        large = large_requests(targets, tmp, args, model, broker_pid)
+        large = large_requests(targets, tmp, args, model, broker_pid) if args.large_rows else []
 
         topic: dict[str, Any] = {}
         if fly is not None:
