@@ -27,6 +27,7 @@ from flywheel_monitor.drift import (
     make_detector,
 )
 from flywheel_monitor.drift import alibi_backend as ab
+from flywheel_monitor.drift.alibi_columns import _matrix_keep_negative
 
 KINDS: dict[str, Any] = {
     "amount": "continuous",
@@ -207,5 +208,5 @@ def test_malformed_values_are_ignored(online: Calibration) -> None:
     scores[5] = None
     det.update(rows, scores)
     assert det.seen == 60 and det.fed == 60
-    cvm_x = ab._matrix_keep_negative(det._encoder.encode(rows, scores), det.layout.cvm, det._kinds)
+    cvm_x = _matrix_keep_negative(det._encoder.encode(rows, scores), det.layout.cvm, det._kinds)
     assert np.isnan(cvm_x[[0, 1, 4, 5]]).any(axis=1).all() and not np.isnan(cvm_x[6:]).any()

@@ -1,6 +1,8 @@
 """The alibi-detect drift backend (optional; alibi-detect is BSL-1.1: non-production use).
 
-This is the only module that imports ``alibi_detect``; the engine imports it lazily.
+This module and its parts (:mod:`.alibi_columns`: layout, encoding and windowed tests;
+:mod:`.alibi_calibrate`: calibration; :mod:`.alibi_online`: the restored online detectors) are
+the only modules that import ``alibi_detect``; the engine imports this one lazily.
 
 Detectors
 ---------
@@ -63,334 +65,34 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from alibi_detect.cd import (
-    ChiSquareDrift,
-    CVMDrift,
-    CVMDriftOnline,
-    FETDriftOnline,
-    KSDrift,
-    TabularDrift,
-)
 
 from . import codec
+from .alibi_calibrate import calibrate_alibi
+from .alibi_columns import (
+    FloatArray,
+    _complete,
+    _joint,
+    _Layout,
+    _matrix_keep_negative,
+    _numpy_global_rng,
+    _rng_from_json,
+    _rng_to_json,
+    _window_detectors,
+    _window_p_values,
+)
+from .alibi_online import _PresetCVM, _PresetFET, _rebuild_cvm, _trim, restored
 from .base import DriftReport
 from .calibration import Calibration
-from .config import DriftConfig
-from .encoding import Columns, RowEncoder, encode_reference, reference_digest
-from .permissive import _joint_threshold
+from .encoding import RowEncoder
 
-FloatArray = npt.NDArray[np.float64]
-_BOOL_MEMORY = 2**27  # bytes of boolean comparisons per CVM simulation batch
-
-
-@contextmanager
-def _numpy_global_rng(state: dict[str, Any]) -> Iterator[None]:
-    """Run with numpy's global RNG set to ``state["rng"]``; store its new state back."""
-    saved = np.random.get_state()
-    np.random.set_state(state["rng"])
-    try:
-        yield
-    finally:
-        state["rng"] = np.random.get_state()
-        np.random.set_state(saved)
-
-
-def _seeded_rng_state(seed: int) -> Any:
-    return np.random.RandomState(
-        np.random.SeedSequence([seed, 0xA11B1]).generate_state(1)[0]
-    ).get_state()
-
-
-# -- layout ------------------------------------------------------------------------------------
-
-
-class _Layout:
-    """Which columns go to which alibi detector."""
-
-    def __init__(self, config: DriftConfig) -> None:
-        cols = config.columns
-        self.cont = [c for c in cols if config.kind(c) == "continuous"]
-        self.binary = [c for c in cols if config.kind(c) == "binary"]
-        self.cat = [c for c in cols if config.kind(c) == "categorical"]
-        if config.mode == "online":
-            self.cvm = list(self.cont)
-            self.fet = list(self.binary) if config.binary_test == "fet" else []
-            self.window_cont: list[str] = []
-            self.window_cat = self.cat + ([] if self.fet else self.binary)
-            self.tabular = False
-        else:
-            self.cvm, self.fet = [], []
-            self.tabular = config.categorical_test == "tabular"
-            self.window_cont = list(self.cont)
-            self.window_cat = self.binary + self.cat
-        self.window = self.window_cont + self.window_cat
-
-
-def _matrix_keep_negative(
-    cols: Columns, names: Sequence[str], kinds: Mapping[str, str]
-) -> FloatArray:
-    """Rows x names float matrix; missing as NaN (codes of binary/categorical: -1)."""
-    if not names:
-        n = len(next(iter(cols.values())))
-        return np.zeros((n, 0))
-    parts = []
-    for c in names:
-        x = cols[c].astype(np.float64)
-        if kinds[c] != "continuous":
-            x[x < 0] = np.nan
-        parts.append(x)
-    return np.column_stack(parts)
-
-
-def _complete(x: FloatArray) -> FloatArray:
-    out: FloatArray = x[~np.isnan(x).any(axis=1)]
-    return out
-
-
-# -- windowed (batch) tests --------------------------------------------------------------------
-
-
-def _window_detectors(
-    config: DriftConfig, layout: _Layout, ref: FloatArray
-) -> list[tuple[list[int], Any]]:
-    """(column indices into layout.window, detector) pairs for the windowed tests."""
-    out: list[tuple[list[int], Any]] = []
-    n_cont = len(layout.window_cont)
-    cat_idx = list(range(n_cont, len(layout.window)))
-    if layout.tabular and layout.window:
-        # None: categories from the reference (alibi's chi2 fails on categories absent from both)
-        cats: dict[int, int | None] = dict.fromkeys(cat_idx)
-        det = TabularDrift(_complete(ref), p_val=0.05, categories_per_feature=cats)
-        out.append((list(range(len(layout.window))), det))
-        return out
-    if n_cont:
-        x = _complete(ref[:, :n_cont])
-        cls = CVMDrift if config.continuous_test == "cvm" else KSDrift
-        out.append((list(range(n_cont)), cls(x, p_val=0.05)))
-    if cat_idx:
-        x = _complete(ref[:, cat_idx])
-        out.append((cat_idx, ChiSquareDrift(x, p_val=0.05)))
-    return out
-
-
-def _window_p_values(
-    dets: Sequence[tuple[list[int], Any]],
-    refs: Sequence[FloatArray],
-    window: FloatArray,
-    width: int,
-) -> FloatArray:
-    """Per-column p-values of one window (1.0 where a group has too few complete rows)."""
-    p = np.ones(width)
-    for (idx, det), ref in zip(dets, refs, strict=True):
-        x = _complete(window[:, idx])
-        if len(x) < 5:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                pv, _ = det.feature_score(ref, x)
-            except ValueError:  # chi2 on a category absent from both samples: no evidence
-                continue
-        p[idx] = np.where(np.isfinite(pv), pv, 1.0)
-    return p
-
-
-def _joint(p: FloatArray) -> float:
-    return float(-math.log10(max(float(np.min(p)), 1e-300))) if len(p) else 0.0
-
-
-# -- calibration -------------------------------------------------------------------------------
-
-
-def _sizes(config: DriftConfig, categories: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    out = {}
-    for c in config.columns:
-        kind = config.kind(c)
-        if kind == "binary":
-            out[c] = 2
-        elif kind == "categorical":
-            out[c] = len(categories[c]) + 1
-    return out
-
-
-def _n_online(layout: _Layout) -> int:
-    return int(bool(layout.cvm)) + int(bool(layout.fet)) + int(bool(layout.window))
-
-
-def _fet_columns(layout: _Layout, ref_bin: FloatArray) -> list[int]:
-    """Binary columns FET can calibrate (not constant in the reference)."""
-    keep = []
-    for j in range(ref_bin.shape[1]):
-        x = ref_bin[:, j]
-        x = x[~np.isnan(x)]
-        if len(x) and 0 < x.mean() < 1:
-            keep.append(j)
-    return keep
-
-
-def _two_sided(x: FloatArray) -> FloatArray:
-    return np.concatenate([x, 1.0 - x], axis=1)
-
-
-def _supported_ert(ert: int, n_bootstrap: int, d: int, window: int) -> int:
-    """The largest ERT (≤ ``ert``) alibi can calibrate with ``n_bootstrap`` streams, d features.
-
-    alibi targets the 1 - β quantile, β ≈ 1/(ERT·d), at each of ``window`` time steps, drops the
-    streams that crossed, and refuses once fewer than 1/β remain: it needs
-    ``n_bootstrap ≥ x·e^(window/x)`` with x = ERT·d (times 1.5 here, for headroom).
-    """
-    d = max(d, 1)
-
-    def needed(x: float) -> float:
-        return 1.5 * x * math.exp(min(window / x, 700.0))
-
-    if needed(ert * d) <= n_bootstrap:
-        return ert
-    if needed(window) > n_bootstrap:
-        raise ValueError(
-            f"n_bootstrap={n_bootstrap} is too small for an alibi online detector with window "
-            f"{window}: it needs at least {math.ceil(needed(window))}"
-        )
-    lo, hi = float(window), float(ert * d)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if needed(mid) <= n_bootstrap else (lo, mid)
-    return max(2, int(lo // d))
-
-
-def calibrate_alibi(reference: pd.DataFrame, config: DriftConfig) -> Calibration:
-    """Calibrate the alibi backend (deterministic given ``config.seed``)."""
-    cols, categories = encode_reference(reference, config)
-    layout = _Layout(config)
-    kinds = {c: config.kind(c) for c in config.columns}
-    sizes = _sizes(config, categories)
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xA11B0]))
-    arrays: dict[str, npt.NDArray[Any]] = {}
-    values: dict[str, Any] = {"sizes": sizes}
-    k_online = _n_online(layout) if config.mode == "online" else 1
-    ert_sub = config.ert * k_online
-    values["ert_sub"] = ert_sub
-    rng_state = {"rng": _seeded_rng_state(config.seed)}
-
-    def subsample(x: FloatArray) -> FloatArray:
-        x = _complete(x)
-        if len(x) > config.n_ref:
-            x = x[np.sort(rng.choice(len(x), config.n_ref, replace=False))]
-        return x
-
-    if layout.cvm:
-        x_ref = subsample(_matrix_keep_negative(cols, layout.cvm, kinds))
-        total = len(x_ref) + 2 * config.window
-        batch = max(1, min(64, _BOOL_MEMORY // (total * total)))
-        values["cvm_ert"] = _supported_ert(
-            ert_sub, config.n_bootstrap, x_ref.shape[1], config.window
-        )
-        with _numpy_global_rng(rng_state):
-            det = CVMDriftOnline(
-                x_ref,
-                ert=values["cvm_ert"],
-                window_sizes=[config.window],
-                n_bootstraps=config.n_bootstrap,
-                batch_size=batch,
-                verbose=False,
-            )
-        arrays["cvm/x_ref"] = x_ref
-        arrays["cvm/thresholds"] = np.asarray(det.thresholds, dtype=np.float64)
-    if layout.fet:
-        ref_bin = _matrix_keep_negative(cols, layout.fet, kinds)
-        keep = _fet_columns(layout, ref_bin)
-        values["fet_columns"] = [layout.fet[j] for j in keep]
-        if keep:
-            x_ref = _two_sided(subsample(ref_bin[:, keep]))
-            values["fet_ert"] = _supported_ert(
-                ert_sub, config.n_bootstrap, x_ref.shape[1], config.window
-            )
-            with _numpy_global_rng(rng_state):
-                det = FETDriftOnline(
-                    x_ref,
-                    ert=values["fet_ert"],
-                    window_sizes=[config.window],
-                    n_bootstraps=config.n_bootstrap,
-                    verbose=False,
-                )
-            arrays["fet/x_ref"] = x_ref
-            arrays["fet/thresholds"] = np.asarray(det.thresholds)
-            arrays["fet/permit_probs"] = np.asarray(det.permit_probs, dtype=np.float64)
-    if layout.window:
-        ref = _matrix_keep_negative(cols, layout.window, kinds)
-        dets = _window_detectors(config, layout, ref)
-        n = len(ref)
-        null = np.empty(config.n_bootstrap)
-        for b in range(config.n_bootstrap):
-            pseudo = ref[rng.integers(0, n, n)]
-            win = ref[rng.integers(0, n, config.window)]
-            refs = [_complete(pseudo[:, idx]) for idx, _ in dets]
-            null[b] = _joint(_window_p_values(dets, refs, win, len(layout.window)))
-        if config.mode == "batch":
-            alpha = min(config.p_value, config.step / config.ert)
-        else:
-            alpha = config.step / ert_sub
-        values["window_alpha"] = alpha
-        values["window_threshold"] = _joint_threshold(null, alpha)
-    values["rng"] = _rng_to_json(rng_state["rng"])
-    return Calibration(
-        config=config,
-        reference=cols,
-        categories=categories,
-        reference_digest=reference_digest(cols),
-        arrays=arrays,
-        values=values,
-    )
-
-
-def _rng_to_json(state: Any) -> dict[str, Any]:
-    _name, key, pos, has_gauss, cached = state
-    return {"key": [int(k) for k in key], "pos": int(pos), "g": int(has_gauss), "c": float(cached)}
-
-
-def _rng_from_json(data: Mapping[str, Any]) -> Any:
-    return ("MT19937", np.array(data["key"], dtype=np.uint32), data["pos"], data["g"], data["c"])
-
-
-# -- restored detectors (no recalibration) -----------------------------------------------------
-
-
-class _PresetCVM(CVMDriftOnline):
-    """``CVMDriftOnline`` whose thresholds come from a calibration instead of simulations."""
-
-    _preset: FloatArray
-
-    def _configure_thresholds(self) -> None:
-        self.thresholds = self._preset.copy()
-
-
-class _PresetFET(FETDriftOnline):
-    """``FETDriftOnline`` whose thresholds come from a calibration instead of simulations."""
-
-    _preset: FloatArray
-    _preset_permit: FloatArray
-
-    def _configure_thresholds(self) -> None:
-        self.thresholds = self._preset.copy()
-        self.permit_probs = self._preset_permit.copy()
-
-
-def _build(cls: type[Any], preset: dict[str, FloatArray], *args: Any, **kwargs: Any) -> Any:
-    obj = object.__new__(cls)
-    for name, value in preset.items():
-        setattr(obj, name, value)
-    obj.__init__(*args, **kwargs)
-    return obj
+__all__ = ["AlibiDetector", "calibrate_alibi"]
 
 
 class AlibiDetector:
@@ -412,27 +114,23 @@ class AlibiDetector:
         self._fet: Any = None
         self.fet_columns: list[str] = list(v.get("fet_columns", []))
         if "cvm/x_ref" in cal.arrays:
-            self._cvm = _build(
+            self._cvm = restored(
                 _PresetCVM,
                 {"_preset": cal.arrays["cvm/thresholds"]},
                 cal.arrays["cvm/x_ref"],
-                ert=v["cvm_ert"],
-                window_sizes=[cfg.window],
-                n_bootstraps=1,
-                verbose=False,
+                v["cvm_ert"],
+                cfg.window,
             )
         if "fet/x_ref" in cal.arrays:
-            self._fet = _build(
+            self._fet = restored(
                 _PresetFET,
                 {
                     "_preset": cal.arrays["fet/thresholds"],
                     "_preset_permit": cal.arrays["fet/permit_probs"],
                 },
                 cal.arrays["fet/x_ref"],
-                ert=v["fet_ert"],
-                window_sizes=[cfg.window],
-                n_bootstraps=1,
-                verbose=False,
+                v["fet_ert"],
+                cfg.window,
             )
         self._window_threshold = float(v.get("window_threshold", math.inf))
         self._dets: list[tuple[list[int], Any]] = []
@@ -695,22 +393,3 @@ class AlibiDetector:
             det.drift_preds = np.array([])
             if name == "cvm":
                 _rebuild_cvm(det, xs)
-
-
-def _trim(det: Any) -> None:
-    """Drop the online state alibi keeps but never reads again (it grows with every row)."""
-    keep = int(det.max_ws)
-    if len(det.xs) > keep:
-        det.xs = det.xs[-keep:]
-    if len(det.test_stats) > 1:
-        det.test_stats = det.test_stats[-1:]
-    if len(det.drift_preds) > 1:
-        det.drift_preds = det.drift_preds[-1:]
-
-
-def _rebuild_cvm(det: Any, xs: FloatArray) -> None:
-    """CVMDriftOnline's comparison matrices, rebuilt from its window ``xs``."""
-    x_ref = det.x_ref
-    det.ids_ref_wins = xs[None, :, :] >= x_ref[:, None, :]
-    det.ids_wins_ref = xs[:, None, :] <= x_ref[None, :, :]
-    det.ids_wins_wins = xs[None, :, :] >= xs[:, None, :]

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from . import codec
 from .config import DriftConfig
+from .encoding import reference_digest
 
 FORMAT = 1
 
@@ -36,6 +37,25 @@ class Calibration:
     reference_digest: str
     arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_reference(
+        cls,
+        config: DriftConfig,
+        cols: dict[str, npt.NDArray[Any]],
+        categories: dict[str, tuple[str, ...]],
+        arrays: dict[str, npt.NDArray[Any]],
+        values: dict[str, Any],
+    ) -> Calibration:
+        """A backend's calibration of the encoded reference ``cols`` (its digest computed here)."""
+        return cls(
+            config=config,
+            reference=cols,
+            categories=categories,
+            reference_digest=reference_digest(cols),
+            arrays=arrays,
+            values=values,
+        )
 
     @property
     def key(self) -> str:
