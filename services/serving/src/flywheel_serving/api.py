@@ -5,15 +5,15 @@ A small Starlette app, mounted into the BentoML service (``bentoml.asgi_app``); 
 keeps ``/healthz``, ``/livez``, ``/readyz``, ``/metrics`` and its ``/docs.json``. Every answer
 carries the request id (``x-request-id``, generated when the client sent none) and the version
 that answered (``x-flywheel-model-version`` and in the body). ``/openapi.json`` describes
-these routes (``openapi.py``) for the models this worker serves.
+these routes (``openapi.py``) for the models this worker serves. The prediction and
+inference ``POST`` routes are plain ASGI handlers (``endpoints.py``), mounted here and called
+directly by the fast path (``fastpath.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
-from uuid import uuid4
 
 import orjson
 from starlette.applications import Starlette
@@ -27,14 +27,14 @@ from flywheel_shared.auth import bearer_problem
 from flywheel_shared.http import EncodedSlashes
 
 from . import binary
-from .domain.oip import ProtocolError, decode_request, model_metadata, output_tensors
+from .domain.oip import ProtocolError, model_metadata
+from .endpoints import PID, Asgi, PredictionEndpoints
 from .models import Deployment, LoadedModel
 from .openapi import base_document, document
-from .plane import Answer, DataPlane, InferenceError
+from .plane import DataPlane, InferenceError
 
 SERVER_NAME = "flywheel-serving"
 SERVER_VERSION = "0.1.0"
-_PID = str(os.getpid())
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -56,15 +56,6 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
-
-
-def _answer_headers(answer: Answer) -> dict[str, str]:
-    return {
-        "x-request-id": answer.request_id,
-        "x-flywheel-model-version": str(answer.version),
-        "x-flywheel-route": answer.route,
-        "x-flywheel-worker": _PID,
-    }
 
 
 def _error(detail: str, code: str) -> dict[str, str]:
@@ -89,6 +80,8 @@ def create_app(
     (health and metadata stay open for probes)."""
     expected = token.encode() if token else None
 
+    endpoints = PredictionEndpoints(runtime, max_body_bytes=max_body_bytes, token=token)
+
     def guarded(handler: Endpoint) -> Endpoint:
         if expected is None:
             return handler
@@ -108,47 +101,6 @@ def create_app(
         if rt is None:
             raise InferenceError(503, "starting", "the service is starting, retry")
         return rt
-
-    async def body_bytes(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
-        body = await request.body()
-        if len(body) > max_body_bytes:
-            raise InferenceError(413, "too_large", f"body over {max_body_bytes} bytes")
-        encoding = request.headers.get("content-encoding")
-        if not encoding:
-            return body
-        try:
-            return binary.decompress(body, encoding, max_body_bytes)
-        except binary.BinaryError as exc:
-            raise InferenceError(exc.status, exc.code, str(exc)) from exc
-
-    def parse_json(body: bytes) -> Any:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InferenceError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
-
-    async def body_json(request: Request) -> Any:
-        if binary.HEADER_LENGTH in request.headers:
-            raise InferenceError(
-                415,
-                "binary_data_unsupported",
-                "the binary tensor data extension is for the OIP infer routes: send JSON here",
-            )
-        return parse_json(await body_bytes(request))
-
-    async def infer_payload(request: Request) -> Any:
-        """The OIP request, JSON or binary (Triton's binary tensor data extension)."""
-        body = await body_bytes(request)
-        length = request.headers.get(binary.HEADER_LENGTH)
-        if length is None:
-            return parse_json(body)
-        try:
-            return binary.decode_request(body, binary.header_length(length))
-        except binary.BinaryError as exc:
-            raise InferenceError(exc.status, exc.code, str(exc)) from exc
 
     def errors(handler: Endpoint, *, detailed: bool) -> Endpoint:
         async def wrapped(request: Request) -> Response:
@@ -228,69 +180,10 @@ def create_app(
             return _json(503, {"name": request.path_params["name"], "ready": False})
         return _json(200, {"name": model.name, "ready": True})
 
-    async def infer(request: Request) -> Response:
-        plane = current().plane
-        name = request.path_params["name"]
-        payload = await infer_payload(request)
-        header_id = request.headers.get("x-request-id")
-        body_id = payload.get("id") if isinstance(payload, dict) else None
-        rid = header_id or (str(body_id) if body_id is not None else None) or uuid4().hex
-        picked = plane.pick(
-            name, request.headers.get("x-flywheel-routing-key") or rid, version_of(request)
-        )
-        model = picked[0]
-        decoded = decode_request(
-            payload, model.features, model.field_types, [model.id_field] if model.id_field else ()
-        )
-        answer = await plane.predict(
-            name, decoded.records, request_id=rid, picked=picked, protocol="oip"
-        )
-        body = {
-            "model_name": name,
-            "model_version": str(answer.version),
-            "id": rid,
-            "parameters": {"route": answer.route, "prediction_ids": answer.prediction_ids},
-            "outputs": output_tensors(answer.outputs, decoded.outputs),
-        }
-        encoded = binary.encode_response(body, binary.binary_outputs(payload))
-        if encoded is None:
-            return _json(200, body, _answer_headers(answer))
-        content, length = encoded
-        headers = {**_answer_headers(answer), binary.HEADER_LENGTH: str(length)}
-        return Response(content, media_type="application/octet-stream", headers=headers)
-
-    # -- plain JSON ----------------------------------------------------------------------
-
-    async def predict(request: Request) -> Response:
-        plane = current().plane
-        payload = await body_json(request)
-        records = payload.get("records") if isinstance(payload, dict) else None
-        if not isinstance(records, list):
-            raise InferenceError(400, "not_records", 'body must be {"records": [{...}, ...]}')
-        rid = request.headers.get("x-request-id") or uuid4().hex
-        answer = await plane.predict(
-            request.path_params["name"],
-            records,
-            request_id=rid,
-            routing_key=request.headers.get("x-flywheel-routing-key"),
-            version=version_of(request),
-        )
-        body = {
-            "model": answer.model,
-            "version": answer.version,
-            "route": answer.route,
-            "request_id": rid,
-            "predictions": [
-                {"prediction_id": pid, **out}
-                for pid, out in zip(answer.prediction_ids, answer.outputs, strict=True)
-            ],
-        }
-        return _json(200, body, _answer_headers(answer))
-
     async def status(_: Request) -> Response:
         rt = runtime()
         body = rt.status() if rt is not None else {"ready": False, "starting": True}
-        return _json(200, {**body, "worker": int(_PID)}, {"x-flywheel-worker": _PID})
+        return _json(200, {**body, "worker": int(PID)}, {"x-flywheel-worker": PID})
 
     base = base_document(auth=expected is not None, max_body_bytes=max_body_bytes)
 
@@ -312,7 +205,7 @@ def create_app(
         Route("/v2/health/ready", errors(ready, **v2), methods=["GET"]),
         Route("/v2/models/{name}", errors(metadata, **v2), methods=["GET"]),
         Route("/v2/models/{name}/ready", errors(model_ready, **v2), methods=["GET"]),
-        Route("/v2/models/{name}/infer", guarded(errors(infer, **v2)), methods=["POST"]),
+        Route("/v2/models/{name}/infer", Asgi(endpoints.infer), methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}", errors(metadata, **v2), methods=["GET"]),
         Route(
             "/v2/models/{name}/versions/{version}/ready",
@@ -320,21 +213,21 @@ def create_app(
             methods=["GET"],
         ),
         Route(
-            "/v2/models/{name}/versions/{version}/infer",
-            guarded(errors(infer, **v2)),
-            methods=["POST"],
+            "/v2/models/{name}/versions/{version}/infer", Asgi(endpoints.infer), methods=["POST"]
         ),
-        Route("/v1/models/{name}/predict", guarded(errors(predict, **v1)), methods=["POST"]),
+        Route("/v1/models/{name}/predict", Asgi(endpoints.predict), methods=["POST"]),
         Route(
             "/v1/models/{name}/versions/{version}/predict",
-            guarded(errors(predict, **v1)),
+            Asgi(endpoints.predict),
             methods=["POST"],
         ),
         Route("/v1/status", guarded(errors(status, **v1)), methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(EncodedSlashes, error=lambda d: _error(d, "not_found"))],
         exception_handlers={404: no_route, 405: no_route},
     )
+    app.state.predictions = endpoints  # the fast path's way in (fastpath.py)
+    return app

@@ -2,13 +2,15 @@
 
 BentoML wraps every request of a service in its own Starlette app: traffic metrics,
 OpenTelemetry, the request timeout, a context middleware, its router, and only then the
-mounted transports' app (``api.py``), itself a second Starlette stack. For a single-record
-prediction that wrapping costs more of the worker's event loop than the prediction (a py-spy
-profile at c=32). :class:`PredictionFastPath` sits in front of BentoML's app: the ``POST``
-prediction and inference routes go straight to the transports, with the same request timeout
-and the same ``504`` answer; everything else (health, readiness, ``/metrics``, docs, metadata,
-status, lifespan) goes to BentoML as before. The transports count and time predictions
-themselves (``flywheel_serving_*``), so only BentoML's generic HTTP metrics skip them.
+mounted transports' app (``api.py``), itself a second Starlette stack with its own router. For
+a single-record prediction that wrapping costs more of the worker's event loop than the
+prediction (a py-spy profile at c=32). :class:`PredictionFastPath` sits in front of BentoML's
+app: the ``POST`` prediction and inference routes go straight to their handlers
+(``endpoints.py``), past both stacks, with the same request timeout and the same ``504``
+answer; everything else (health, readiness, ``/metrics``, docs, metadata, status, lifespan,
+and a path with an encoded slash) goes to BentoML as before. The handlers count and time
+predictions themselves (``flywheel_serving_*``), so only BentoML's generic HTTP metrics skip
+them.
 
 :func:`install` hooks it into the worker: BentoML builds a worker's ASGI app with
 ``Service.to_asgi``; the hook wraps what that returns for this one service.
@@ -48,11 +50,11 @@ class PredictionFastPath:
 
     def fast(self, scope: Scope) -> bool:
         """Does this request go straight to the transports?"""
-        return (
-            scope["type"] == "http"
-            and scope.get("method") == "POST"
-            and self._match(scope.get("path", "")) is not None
-        )
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return False
+        if b"%2f" in scope.get("raw_path", b"").lower():
+            return False  # an encoded slash: the transports' app answers it (404)
+        return self._match(scope.get("path", "")) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.fast(scope):

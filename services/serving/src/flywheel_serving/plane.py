@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from uuid import uuid4
 
 from flywheel_shared.events import Prediction
 
 from .domain.routing import Route, choose
+from .ids import new_id
 from .metrics import (
     ERRORS,
     RECORDS,
@@ -82,6 +82,9 @@ class DataPlane:
         self.shadow = shadow
         self.max_shadow_pending = max_shadow_pending
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._series: dict[tuple[str, int, str, str], tuple[Any, Any, Any]] = {}
+        """Metric children per (model, version, route, protocol): ``labels()`` hashes and
+        locks on every call, a dict lookup does not."""
 
     def deployment(self, name: str) -> Deployment:
         """The live deployment of ``name``; 404 if not served, 503 while not loaded yet."""
@@ -150,12 +153,12 @@ class DataPlane:
             ERRORS.labels(name, exc.reason, str(exc.status)).inc()
             raise
         elapsed = time.perf_counter() - started
-        ids = [uuid4().hex for _ in valid]
+        ids = [new_id() for _ in valid]
         self._log(model, route, request_id, ids, valid, outputs, elapsed)
-        v = str(model.version)
-        REQUESTS.labels(name, v, route, protocol).inc()
-        REQUEST_SECONDS.labels(name, v, route).observe(elapsed)
-        RECORDS.labels(name, v, route).inc(len(valid))
+        requests, seconds, scored = self._metrics(name, model.version, route, protocol)
+        requests.inc()
+        seconds.observe(elapsed)
+        scored.inc(len(valid))
         shadow = dep.shadow
         if self.shadow and shadow is not None and shadow is not model:
             if shadow.batcher.pending_rows + len(valid) > self.max_shadow_pending:
@@ -170,6 +173,19 @@ class DataPlane:
                 self._shadow_tasks.add(task)
                 task.add_done_callback(self._shadow_tasks.discard)
         return Answer(name, model.version, route, request_id, ids, outputs)
+
+    def _metrics(self, name: str, version: int, route: str, protocol: str) -> tuple[Any, Any, Any]:
+        key = (name, version, route, protocol)
+        series = self._series.get(key)
+        if series is None:
+            v = str(version)
+            series = (
+                REQUESTS.labels(name, v, route, protocol),
+                REQUEST_SECONDS.labels(name, v, route),
+                RECORDS.labels(name, v, route),
+            )
+            self._series[key] = series
+        return series
 
     def _validate(self, model: LoadedModel, records: Sequence[Any]) -> list[dict[str, Any]]:
         valid: list[dict[str, Any]] = []
@@ -233,7 +249,7 @@ class DataPlane:
             log.warning("shadow model call failed", exc_info=True)
             return
         elapsed = time.perf_counter() - started
-        ids = [uuid4().hex for _ in records]
+        ids = [new_id() for _ in records]
         self._log(shadow, "shadow", request_id, ids, records, outputs, elapsed)
         v = str(shadow.version)
         REQUEST_SECONDS.labels(shadow.name, v, "shadow").observe(elapsed)

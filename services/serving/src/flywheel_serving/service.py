@@ -93,4 +93,6 @@ class FlywheelServing:
 
 
 if SETTINGS.fast_path and not SETTINGS.trace_predictions:
-    fastpath.install(FlywheelServing, app, PREDICTION_ROUTES, SETTINGS.request_timeout_s)
+    fastpath.install(
+        FlywheelServing, app.state.predictions, PREDICTION_ROUTES, SETTINGS.request_timeout_s
+    )
