@@ -14,9 +14,15 @@ from serving_support import fraud_spec, records, trained
 
 from flywheel_serving.api import create_app
 from flywheel_serving.models import ModelManager
-from flywheel_serving.plane import DataPlane, InferenceError
+from flywheel_serving.plane import DataPlane, InferenceError, _prediction
 from flywheel_serving.predlog import PredictionLog
-from flywheel_shared.events import ModelAliasChanged, Prediction, PredictionsLogged
+from flywheel_shared.events import (
+    ModelAliasChanged,
+    Prediction,
+    PredictionsLogged,
+    encode_event,
+    parse_event,
+)
 from flywheel_shared.registry import (
     AliasState,
     Lineage,
@@ -464,3 +470,30 @@ async def test_the_openapi_document_covers_every_route_for_the_models_served(
         param = doc["paths"]["/v1/models/{name}/predict"]["post"]["parameters"][0]
         assert param["schema"] == {"type": "string", "title": "Name"}
         assert "security" not in doc["paths"]["/v1/models/{name}/predict"]["post"]
+
+
+def test_the_plane_builds_predictions_as_model_construct_does() -> None:
+    values = {
+        "prediction_id": "a" * 32,
+        "request_id": "r-1",
+        "record_id": "tx-9",
+        "version": 3,
+        "route": "canary",
+        "features": {"amount": 12.5, "merchant": "m1"},
+        "output": {"label": 1, "score": 0.75},
+        "latency_ms": 4.2,
+        "at": datetime(2026, 12, 3, 12, 0, tzinfo=UTC),
+    }
+    fast, slow = _prediction(dict(values)), Prediction.model_construct(**values)
+    assert fast == slow and fast.model_dump() == slow.model_dump()
+    assert fast.model_fields_set == slow.model_fields_set
+    first = PredictionsLogged(model="fraud", predictions=[slow])
+    same = {k: v for k, v in first.__dict__.items() if k != "predictions"}
+    wire = [
+        encode_event(PredictionsLogged.model_construct(predictions=[p], **same))
+        for p in (fast, slow)
+    ]
+    assert wire[1] == encode_event(first)
+    assert wire[0] == wire[1]
+    back = parse_event(wire[0])
+    assert isinstance(back, PredictionsLogged) and back.predictions[0] == Prediction(**values)
