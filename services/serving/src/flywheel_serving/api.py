@@ -27,7 +27,7 @@ from flywheel_shared.http import EncodedSlashes, json_response
 
 from . import binary
 from .domain.oip import ProtocolError, model_metadata
-from .endpoints import PID, Asgi, PredictionEndpoints
+from .endpoints import PID, Asgi, PredictionEndpoints, error_body
 from .models import Deployment, LoadedModel
 from .openapi import base_document, document
 from .plane import DataPlane, InferenceError
@@ -206,13 +206,8 @@ def _errors(handler: Endpoint, *, detailed: bool) -> Endpoint:
         try:
             return await handler(request)
         except (InferenceError, ProtocolError) as exc:
-            message = exc.message if isinstance(exc, InferenceError) else str(exc)
-            body: dict[str, Any] = {"error": message}
-            if detailed and isinstance(exc, InferenceError):
-                body["code"] = exc.reason
-                if exc.errors:
-                    body["errors"] = exc.errors
             rid = request.headers.get("x-request-id")
+            body = error_body(exc, detailed=detailed)
             return json_response(exc.status, body, {"x-request-id": rid} if rid else None)
 
     return wrapped

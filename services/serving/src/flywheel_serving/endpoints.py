@@ -81,6 +81,18 @@ async def respond(
     await send({"type": "http.response.body", "body": content})
 
 
+def error_body(exc: InferenceError | ProtocolError, *, detailed: bool) -> dict[str, Any]:
+    """The body of a refused request: ``{"error"}`` (OIP), plus ``code`` and ``errors`` where
+    ``detailed`` (the ``/v1`` routes)."""
+    message = exc.message if isinstance(exc, InferenceError) else str(exc)
+    body: dict[str, Any] = {"error": message}
+    if detailed and isinstance(exc, InferenceError):
+        body["code"] = exc.reason
+        if exc.errors:
+            body["errors"] = exc.errors
+    return body
+
+
 def read_headers(scope: Scope) -> Headers:
     """The request's headers by lower-case name (the first of repeated ones, as Starlette)."""
     out: Headers = {}
@@ -153,16 +165,9 @@ class PredictionEndpoints:
         except Reply as reply:
             await respond(send, reply.status, orjson.dumps(reply.body), reply.headers)
         except (InferenceError, ProtocolError) as exc:
-            message = exc.message if isinstance(exc, InferenceError) else str(exc)
-            body: dict[str, Any] = {"error": message}
-            if detailed and isinstance(exc, InferenceError):
-                body["code"] = exc.reason
-                if exc.errors:
-                    body["errors"] = exc.errors
             rid = headers.get("x-request-id")
-            await respond(
-                send, exc.status, orjson.dumps(body), {"x-request-id": rid} if rid else None
-            )
+            body = orjson.dumps(error_body(exc, detailed=detailed))
+            await respond(send, exc.status, body, {"x-request-id": rid} if rid else None)
 
     async def _predict(self, scope: Scope, headers: Headers, receive: Receive, send: Send) -> None:
         plane = self._plane()
