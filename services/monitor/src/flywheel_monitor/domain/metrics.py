@@ -12,7 +12,8 @@ first to keep the original), each a plain JSON document via ``to_dict`` / ``from
 - ``ScoreStats``: scores alone → expected accuracy and expected ROC AUC (confidence-based
   performance estimation), score mean, error count, and a score histogram for
   distribution distances.
-- ``LatencySketch``: a fixed log-spaced histogram → latency quantiles within 1 %.
+- ``LatencySketch`` (:mod:`.latency`, re-exported here): a fixed log-spaced histogram →
+  latency quantiles within 1 %.
 
 Score histograms use bins that are uniform on the *logit* scale between 1e-6 and 1 - 1e-6,
 not on [0, 1]: a fraud model puts most of its scores below 0.01, where uniform bins would
@@ -30,6 +31,26 @@ from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .latency import LATENCY_MAX_MS, LATENCY_MIN_MS, LATENCY_RELATIVE_ACCURACY, LatencySketch
+from .sparse import count_into, counts_in, dense, merge_into, same_bins, sparse_out, weights_in
+
+__all__ = [
+    "DEFAULT_BINS",
+    "LATENCY_MAX_MS",
+    "LATENCY_MIN_MS",
+    "LATENCY_RELATIVE_ACCURACY",
+    "LOG_LOSS_CLIP",
+    "THRESHOLD",
+    "LabelStats",
+    "LatencySketch",
+    "ScoreStats",
+    "as_scores",
+    "bin_edges",
+    "histogram_auc",
+    "ks_distance",
+    "score_bins",
+]
 
 DEFAULT_BINS = 1000
 #: Predicted positive when score >= THRESHOLD.
@@ -88,51 +109,11 @@ def ks_distance(a: Mapping[int, float], b: Mapping[int, float], bins: int) -> fl
     Evaluated at bin edges, so it is at most the distance between the raw samples.
     None when either histogram is empty.
     """
-    da, db = _dense(a, bins), _dense(b, bins)
+    da, db = dense(a, bins), dense(b, bins)
     na, nb = float(da.sum()), float(db.sum())
     if na <= 0.0 or nb <= 0.0:
         return None
     return float(np.max(np.abs(np.cumsum(da) / na - np.cumsum(db) / nb)))
-
-
-def _dense(sparse: Mapping[int, float], bins: int) -> FloatArray:
-    out = np.zeros(bins, dtype=np.float64)
-    if sparse:
-        keys = np.fromiter(sparse.keys(), dtype=np.int64, count=len(sparse))
-        out[keys] = np.fromiter(sparse.values(), dtype=np.float64, count=len(sparse))
-    return out
-
-
-def _count_into(target: dict[int, int], idx: IntArray, offset: int = 0) -> None:
-    """Add the occurrences of each index (all >= ``offset``) to a sparse histogram."""
-    if idx.size == 0:
-        return
-    counts = np.bincount(idx - offset)
-    keys = np.flatnonzero(counts)
-    for k, c in zip((keys + offset).tolist(), counts[keys].tolist(), strict=True):
-        target[k] = target.get(k, 0) + c
-
-
-def _merge_into(target: dict[int, Any], other: Mapping[int, Any]) -> None:
-    for k, v in list(other.items()):
-        target[k] = target.get(k, 0) + v
-
-
-def _sparse_out(d: Mapping[int, Any]) -> dict[str, Any]:
-    return {str(k): d[k] for k in sorted(d)}
-
-
-def _counts_in(d: Mapping[str, Any]) -> dict[int, int]:
-    return {int(k): int(v) for k, v in d.items()}
-
-
-def _weights_in(d: Mapping[str, Any]) -> dict[int, float]:
-    return {int(k): float(v) for k, v in d.items()}
-
-
-def _same_bins(a: int, b: int) -> None:
-    if a != b:
-        raise ValueError(f"cannot merge histograms with {a} and {b} bins")
 
 
 # -- labelled metrics ------------------------------------------------------------------------
@@ -167,19 +148,19 @@ class LabelStats:
         p = np.clip(s, LOG_LOSS_CLIP, 1.0 - LOG_LOSS_CLIP)
         self.log_loss_sum += float(-np.sum(np.where(y, np.log(p), np.log1p(-p))))
         idx = score_bins(s, self.bins)
-        _count_into(self.pos, idx[y])
-        _count_into(self.neg, idx[~y])
+        count_into(self.pos, idx[y])
+        count_into(self.neg, idx[~y])
         return self
 
     def merge(self, other: LabelStats) -> Self:
         """Fold ``other``'s predictions into these (in place); returns ``self``."""
-        _same_bins(self.bins, other.bins)
+        same_bins(self.bins, other.bins)
         self.count += other.count
         self.correct += other.correct
         self.errors += other.errors
         self.log_loss_sum += other.log_loss_sum
-        _merge_into(self.pos, other.pos)
-        _merge_into(self.neg, other.neg)
+        merge_into(self.pos, other.pos)
+        merge_into(self.neg, other.neg)
         return self
 
     def copy(self) -> LabelStats:
@@ -206,7 +187,7 @@ class LabelStats:
 
     def roc_auc(self) -> float | None:
         """ROC AUC from the class histograms (None until both classes were seen)."""
-        return histogram_auc(_dense(self.pos, self.bins), _dense(self.neg, self.bins))
+        return histogram_auc(dense(self.pos, self.bins), dense(self.neg, self.bins))
 
     def metric(self, name: str) -> float | None:
         """``accuracy``, ``log_loss`` or ``roc_auc`` by name (None if unknown or empty)."""
@@ -226,8 +207,8 @@ class LabelStats:
             "correct": self.correct,
             "errors": self.errors,
             "log_loss_sum": self.log_loss_sum,
-            "pos": _sparse_out(self.pos),
-            "neg": _sparse_out(self.neg),
+            "pos": sparse_out(self.pos),
+            "neg": sparse_out(self.neg),
         }
 
     @classmethod
@@ -239,8 +220,8 @@ class LabelStats:
             correct=int(data["correct"]),
             errors=int(data["errors"]),
             log_loss_sum=float(data["log_loss_sum"]),
-            pos=_counts_in(data["pos"]),
-            neg=_counts_in(data["neg"]),
+            pos=counts_in(data["pos"]),
+            neg=counts_in(data["neg"]),
         )
 
 
@@ -297,14 +278,14 @@ class ScoreStats:
 
     def merge(self, other: ScoreStats) -> Self:
         """Fold ``other``'s scores into these (in place); returns ``self``."""
-        _same_bins(self.bins, other.bins)
+        same_bins(self.bins, other.bins)
         self.count += other.count
         self.errors += other.errors
         self.score_sum += other.score_sum
         self.expected_correct += other.expected_correct
-        _merge_into(self.hist, other.hist)
-        _merge_into(self.pos_w, other.pos_w)
-        _merge_into(self.neg_w, other.neg_w)
+        merge_into(self.hist, other.hist)
+        merge_into(self.pos_w, other.pos_w)
+        merge_into(self.neg_w, other.neg_w)
         return self
 
     def copy(self) -> ScoreStats:
@@ -330,7 +311,7 @@ class ScoreStats:
 
     def expected_roc_auc(self) -> float | None:
         """ROC AUC of the score-weighted class histograms, if the scores are calibrated."""
-        return histogram_auc(_dense(self.pos_w, self.bins), _dense(self.neg_w, self.bins))
+        return histogram_auc(dense(self.pos_w, self.bins), dense(self.neg_w, self.bins))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form, histograms sparse."""
@@ -340,9 +321,9 @@ class ScoreStats:
             "errors": self.errors,
             "score_sum": self.score_sum,
             "expected_correct": self.expected_correct,
-            "hist": _sparse_out(self.hist),
-            "pos_w": _sparse_out(self.pos_w),
-            "neg_w": _sparse_out(self.neg_w),
+            "hist": sparse_out(self.hist),
+            "pos_w": sparse_out(self.pos_w),
+            "neg_w": sparse_out(self.neg_w),
         }
 
     @classmethod
@@ -354,111 +335,7 @@ class ScoreStats:
             errors=int(data["errors"]),
             score_sum=float(data["score_sum"]),
             expected_correct=float(data["expected_correct"]),
-            hist=_counts_in(data["hist"]),
-            pos_w=_weights_in(data["pos_w"]),
-            neg_w=_weights_in(data["neg_w"]),
-        )
-
-
-# -- latency ---------------------------------------------------------------------------------
-#: Quantiles are within this relative error of a true sample value.
-LATENCY_RELATIVE_ACCURACY = 0.01
-_GAMMA = (1.0 + LATENCY_RELATIVE_ACCURACY) / (1.0 - LATENCY_RELATIVE_ACCURACY)
-_LOG_GAMMA = math.log(_GAMMA)
-#: Latencies at or below this many milliseconds share one bucket reported as 0.
-LATENCY_MIN_MS = 1e-3
-#: Latencies above this share the top bucket (the exact maximum is kept separately).
-LATENCY_MAX_MS = 1e7
-_MIN_INDEX = math.ceil(math.log(LATENCY_MIN_MS) / _LOG_GAMMA)
-_MAX_INDEX = math.ceil(math.log(LATENCY_MAX_MS) / _LOG_GAMMA)
-
-
-@dataclass
-class LatencySketch:
-    """Latency quantiles from a fixed log-spaced histogram (deterministic, mergeable).
-
-    Bucket ``i`` holds latencies in (g^(i-1), g^i] ms with g = 1.01/0.99, and reports them
-    as 2g^i/(g+1): any quantile is within 1 % of a latency that was observed. The buckets
-    are fixed, so at most ~1,150 of them exist whatever the traffic.
-    """
-
-    counts: dict[int, int] = field(default_factory=dict)
-    count: int = 0
-    #: Latencies at or below LATENCY_MIN_MS (negative ones included).
-    low: int = 0
-    total_ms: float = 0.0
-    max_ms: float = 0.0
-
-    def add(self, latencies_ms: ArrayLike) -> Self:
-        """Add latencies in milliseconds (in place; NaN ignored); returns ``self``."""
-        x = np.asarray(latencies_ms, dtype=np.float64).ravel()
-        x = x[~np.isnan(x)]
-        if x.size == 0:
-            return self
-        self.count += int(x.size)
-        self.total_ms += float(np.sum(np.clip(x, 0.0, None)))
-        self.max_ms = max(self.max_ms, float(np.max(x)))
-        small = x <= LATENCY_MIN_MS
-        self.low += int(np.count_nonzero(small))
-        big = np.minimum(x[~small], LATENCY_MAX_MS)
-        idx = np.ceil(np.log(big) / _LOG_GAMMA).astype(np.int64)
-        _count_into(self.counts, np.clip(idx, _MIN_INDEX, _MAX_INDEX), offset=_MIN_INDEX)
-        return self
-
-    def merge(self, other: LatencySketch) -> Self:
-        """Fold ``other``'s latencies into these (in place); returns ``self``."""
-        _merge_into(self.counts, other.counts)
-        self.count += other.count
-        self.low += other.low
-        self.total_ms += other.total_ms
-        self.max_ms = max(self.max_ms, other.max_ms)
-        return self
-
-    def copy(self) -> LatencySketch:
-        """An independent copy."""
-        return replace(self, counts=dict(self.counts))
-
-    def quantile(self, q: float) -> float | None:
-        """The ``q``-quantile: the smallest latency with at least a share q at or below it."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {q}")
-        if self.count == 0:
-            return None
-        rank = max(1, math.ceil(q * self.count - 1e-9))
-        seen = self.low
-        if seen >= rank:
-            return 0.0
-        for i in sorted(self.counts):
-            seen += self.counts[i]
-            if seen >= rank:
-                return min(2.0 * _GAMMA**i / (_GAMMA + 1.0), self.max_ms)
-        return self.max_ms
-
-    def p99(self) -> float | None:
-        """The 99th percentile in milliseconds (None when empty)."""
-        return self.quantile(0.99)
-
-    def mean_ms(self) -> float | None:
-        """Mean latency in milliseconds (None when empty)."""
-        return self.total_ms / self.count if self.count else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form, buckets sparse."""
-        return {
-            "counts": _sparse_out(self.counts),
-            "count": self.count,
-            "low": self.low,
-            "total_ms": self.total_ms,
-            "max_ms": self.max_ms,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LatencySketch:
-        """Inverse of ``to_dict``."""
-        return cls(
-            counts=_counts_in(data["counts"]),
-            count=int(data["count"]),
-            low=int(data["low"]),
-            total_ms=float(data["total_ms"]),
-            max_ms=float(data["max_ms"]),
+            hist=counts_in(data["hist"]),
+            pos_w=weights_in(data["pos_w"]),
+            neg_w=weights_in(data["neg_w"]),
         )

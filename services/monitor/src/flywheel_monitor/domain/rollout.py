@@ -35,22 +35,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Self
-
-from numpy.typing import ArrayLike
-from scipy.special import betaincinv
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from flywheel_shared.spec import CanaryStep, Rollout
 
-from .metrics import (
-    DEFAULT_BINS,
-    LOG_LOSS_CLIP,
-    LabelStats,
-    LatencySketch,
-    ScoreStats,
-    ks_distance,
+from .arms import ArmStats
+from .guardrails import (
+    GUARDRAILS,
+    auc_margin,
+    dkw_margin,
+    error_rate,
+    error_rate_lower_bound,
+    hoeffding_margin,
+    latency,
+    metric_delta,
+    put,
+    score_distance,
+    spent_alpha,
 )
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_LABELS",
+    "Alias",
+    "ArmStats",
+    "Decision",
+    "RolloutState",
+    "Verdict",
+    "auc_margin",
+    "dkw_margin",
+    "error_rate_lower_bound",
+    "hoeffding_margin",
+    "judge",
+    "spent_alpha",
+]
 
 Alias = Literal["shadow", "canary"]
 Decision = Literal["advance", "promote", "rollback", "hold"]
@@ -59,104 +78,6 @@ Decision = Literal["advance", "promote", "rollback", "hold"]
 DEFAULT_ALPHA = 0.05
 #: Labels each arm needs before the metric delta is judged at all.
 DEFAULT_MIN_LABELS = 100
-_GUARDRAILS = 3  # error rate, score distance, metric delta share each look's alpha
-_LOG_LOSS_RANGE = -math.log(LOG_LOSS_CLIP)
-_HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "log_loss": False}
-
-
-# -- bounds -----------------------------------------------------------------------------------
-def spent_alpha(alpha: float, look: int) -> float:
-    """The share of ``alpha`` spent at look ``look`` (from 1): alpha·6/(π²k²), summing to alpha."""
-    if look < 1:
-        raise ValueError(f"looks count from 1, got {look}")
-    return alpha * 6.0 / (math.pi**2 * look**2)
-
-
-def error_rate_lower_bound(errors: int, n: int, delta: float) -> float:
-    """One-sided Clopper-Pearson lower bound: P(true rate < bound) ≤ ``delta``."""
-    if n <= 0 or errors <= 0:
-        return 0.0
-    return float(betaincinv(errors, n - errors + 1, delta))
-
-
-def dkw_margin(n: int, delta: float) -> float:
-    """ε with P(sup |F̂_n - F| > ε) ≤ ``delta`` (Dvoretzky-Kiefer-Wolfowitz-Massart)."""
-    return math.sqrt(math.log(2.0 / delta) / (2.0 * n))
-
-
-def hoeffding_margin(n: int, delta: float, span: float = 1.0) -> float:
-    """One-sided ε for a mean of ``n`` values in a range of width ``span``, at ``delta``."""
-    return span * math.sqrt(math.log(1.0 / delta) / (2.0 * n))
-
-
-def auc_margin(positives: int, negatives: int, delta: float) -> float:
-    """One-sided ε for a ROC AUC at ``delta`` (McDiarmid; class counts held fixed)."""
-    return math.sqrt(math.log(1.0 / delta) * (1.0 / positives + 1.0 / negatives) / 2.0)
-
-
-# -- evidence ---------------------------------------------------------------------------------
-@dataclass
-class ArmStats:
-    """One arm's live traffic (candidate or champion): requests, latency, scores, labels."""
-
-    scores: ScoreStats = field(default_factory=ScoreStats)
-    latency: LatencySketch = field(default_factory=LatencySketch)
-    labels: LabelStats = field(default_factory=LabelStats)
-
-    @classmethod
-    def empty(cls, bins: int = DEFAULT_BINS) -> ArmStats:
-        """No traffic yet, histograms with ``bins`` bins."""
-        return cls(ScoreStats(bins=bins), LatencySketch(), LabelStats(bins=bins))
-
-    @property
-    def requests(self) -> int:
-        """Predictions served, failed ones included."""
-        return self.scores.requests
-
-    @property
-    def errors(self) -> int:
-        """Predictions whose output failed (score missing, NaN or out of range)."""
-        return self.scores.errors
-
-    def add_predictions(self, scores: ArrayLike, latencies_ms: ArrayLike | None = None) -> Self:
-        """Add served predictions and their latencies (in place); returns ``self``."""
-        self.scores.add(scores)
-        if latencies_ms is not None:
-            self.latency.add(latencies_ms)
-        return self
-
-    def add_labels(self, scores: ArrayLike, labels: ArrayLike) -> Self:
-        """Add predictions whose label arrived (in place); returns ``self``."""
-        self.labels.add(scores, labels)
-        return self
-
-    def merge(self, other: ArmStats) -> Self:
-        """Fold ``other``'s traffic into this arm's (in place); returns ``self``."""
-        self.scores.merge(other.scores)
-        self.latency.merge(other.latency)
-        self.labels.merge(other.labels)
-        return self
-
-    def copy(self) -> ArmStats:
-        """An independent copy."""
-        return ArmStats(self.scores.copy(), self.latency.copy(), self.labels.copy())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "scores": self.scores.to_dict(),
-            "latency": self.latency.to_dict(),
-            "labels": self.labels.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ArmStats:
-        """Inverse of ``to_dict``."""
-        return cls(
-            ScoreStats.from_dict(data["scores"]),
-            LatencySketch.from_dict(data["latency"]),
-            LabelStats.from_dict(data["labels"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -229,12 +150,6 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True)
-class _Check:
-    status: Literal["ok", "breach", "suspect", "skip"]
-    message: str = ""
-
-
 # -- the verdict ------------------------------------------------------------------------------
 def judge(
     policy: Rollout,
@@ -252,18 +167,18 @@ def judge(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     look = state.looks + 1
     alpha_k = spent_alpha(alpha, look)
-    delta = alpha_k / _GUARDRAILS
+    delta = alpha_k / GUARDRAILS
     step = _step(policy, state)
     evidence: dict[str, float] = {}
-    _put(evidence, look=look, alpha_look=alpha_k, step_index=state.step_index)
+    put(evidence, look=look, alpha_look=alpha_k, step_index=state.step_index)
     if step is not None:
-        _put(evidence, weight=step.weight)
+        put(evidence, weight=step.weight)
 
     n = candidate.requests
     duration = now - state.since
     min_requests = policy.shadow_min_requests if step is None else step.min_requests
     min_duration = 0.0 if step is None else step.min_duration_s
-    _put(
+    put(
         evidence,
         n=n,
         champion_n=champion.requests,
@@ -273,10 +188,10 @@ def judge(
     )
 
     checks = [
-        _latency(policy, candidate, evidence),
-        _error_rate(policy, candidate, delta, evidence),
-        _score_distance(policy, candidate, champion, delta, evidence),
-        _metric_delta(policy, candidate, champion, primary_metric, delta, min_labels, evidence),
+        latency(policy, candidate, evidence),
+        error_rate(policy, candidate, delta, evidence),
+        score_distance(policy, candidate, champion, delta, evidence),
+        metric_delta(policy, candidate, champion, primary_metric, delta, min_labels, evidence),
     ]
 
     waiting: list[str] = []
@@ -313,131 +228,3 @@ def _step(policy: Rollout, state: RolloutState) -> CanaryStep | None:
     if state.alias == "shadow" or not policy.canary_steps:
         return None
     return policy.canary_steps[min(state.step_index, len(policy.canary_steps) - 1)]
-
-
-def _put(evidence: dict[str, float], **values: float | None) -> None:
-    for key, value in values.items():
-        if value is not None and math.isfinite(value):
-            evidence[key] = float(value)
-
-
-def _latency(policy: Rollout, arm: ArmStats, evidence: dict[str, float]) -> _Check:
-    p99 = arm.latency.p99()
-    _put(evidence, p99_ms=p99, latency_n=arm.latency.count)
-    if p99 is None:
-        return _Check("skip", "latency not checked: no latencies recorded")
-    if p99 > policy.max_latency_p99_ms:
-        return _Check(
-            "breach",
-            f"p99 latency {p99:.1f} ms > {policy.max_latency_p99_ms:g} ms "
-            f"(point estimate on {arm.latency.count} requests)",
-        )
-    return _Check("ok")
-
-
-def _error_rate(policy: Rollout, arm: ArmStats, delta: float, evidence: dict[str, float]) -> _Check:
-    n, errors = arm.requests, arm.errors
-    if n == 0:
-        return _Check("skip", "error rate not checked: no requests")
-    rate = errors / n
-    lower = error_rate_lower_bound(errors, n, delta)
-    _put(evidence, errors=errors, error_rate=rate, error_rate_lower=lower)
-    limit = policy.max_error_rate
-    if lower > limit:
-        return _Check(
-            "breach",
-            f"error rate {rate:.2%} > {limit:.2%} with confidence "
-            f"(lower bound {lower:.2%}, {errors}/{n})",
-        )
-    if rate > limit:
-        return _Check(
-            "suspect",
-            f"error rate {rate:.2%} > {limit:.2%} but not significant yet "
-            f"(lower bound {lower:.2%}, {errors}/{n})",
-        )
-    return _Check("ok")
-
-
-def _score_distance(
-    policy: Rollout, cand: ArmStats, champ: ArmStats, delta: float, evidence: dict[str, float]
-) -> _Check:
-    nc, nh = cand.scores.count, champ.scores.count
-    if nc == 0 or nh == 0:
-        return _Check("skip", "score distance not checked: an arm has no scores yet")
-    if cand.scores.bins != champ.scores.bins:
-        raise ValueError("candidate and champion score histograms have different bins")
-    distance = ks_distance(cand.scores.hist, champ.scores.hist, cand.scores.bins)
-    assert distance is not None  # both histograms are non-empty
-    margin = dkw_margin(nc, delta / 2) + dkw_margin(nh, delta / 2)
-    lower = max(0.0, distance - margin)
-    _put(evidence, score_distance=distance, score_distance_lower=lower)
-    limit = policy.max_score_distance
-    if lower > limit:
-        return _Check(
-            "breach",
-            f"score distance to champion {distance:.3f} > {limit:g} with confidence "
-            f"(lower bound {lower:.3f}, KS on {nc} vs {nh} scores)",
-        )
-    if distance > limit:
-        return _Check(
-            "suspect",
-            f"score distance to champion {distance:.3f} > {limit:g} but not significant yet "
-            f"(lower bound {lower:.3f})",
-        )
-    return _Check("ok")
-
-
-def _metric_delta(
-    policy: Rollout,
-    cand: ArmStats,
-    champ: ArmStats,
-    primary_metric: str,
-    delta: float,
-    min_labels: int,
-    evidence: dict[str, float],
-) -> _Check:
-    metric = primary_metric if primary_metric in _HIGHER_IS_BETTER else "roc_auc"
-    note = "" if metric == primary_metric else f" ({primary_metric} has no live estimate)"
-    c, h = cand.labels, champ.labels
-    _put(evidence, labels_n=c.count, champion_labels_n=h.count)
-    if min(c.count, h.count) < max(min_labels, 1):
-        return _Check(
-            "skip",
-            f"{metric} delta not checked: {c.count} and {h.count} labels, need {min_labels}",
-        )
-    if metric == "roc_auc" and min(c.positives, c.negatives, h.positives, h.negatives) == 0:
-        return _Check("skip", "roc_auc delta not checked: an arm lacks one class of labels")
-    cv, hv = c.metric(metric), h.metric(metric)
-    assert cv is not None and hv is not None  # both arms have labels of both classes
-    point = cv - hv if _HIGHER_IS_BETTER[metric] else hv - cv
-    if metric == "roc_auc":
-        margin = auc_margin(c.positives, c.negatives, delta / 2) + auc_margin(
-            h.positives, h.negatives, delta / 2
-        )
-    else:
-        span = 1.0 if metric == "accuracy" else _LOG_LOSS_RANGE
-        margin = hoeffding_margin(c.count, delta / 2, span) + hoeffding_margin(
-            h.count, delta / 2, span
-        )
-    upper = point + margin
-    _put(
-        evidence,
-        metric_candidate=cv,
-        metric_champion=hv,
-        metric_delta=point,
-        metric_delta_upper=upper,
-    )
-    limit = policy.min_metric_delta
-    if upper < limit:
-        return _Check(
-            "breach",
-            f"{metric} delta {point:+.4f} < {limit:+g} with confidence (upper bound "
-            f"{upper:+.4f}; candidate {cv:.4f} vs champion {hv:.4f}){note}",
-        )
-    if point < limit:
-        return _Check(
-            "suspect",
-            f"{metric} delta {point:+.4f} < {limit:+g} but not significant yet "
-            f"(upper bound {upper:+.4f}){note}",
-        )
-    return _Check("ok", note.strip())
