@@ -1,12 +1,15 @@
 """Helpers of the monitor tests: a fraud model, its reference sample, a registry, monitor
-processes, and prediction/label streams shaped like serving's prediction log."""
+processes, prediction/label streams shaped like serving's prediction log, and Kafka I/O
+(produce, read a topic, wait for a condition)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -14,11 +17,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.devkafka import pick_free_port
-from flywheel_shared.events import Label, LabelsReceived, Prediction, PredictionsLogged
+from flywheel_shared.events import (
+    DeadLetter,
+    Event,
+    Label,
+    LabelsReceived,
+    Prediction,
+    PredictionsLogged,
+    encode_event,
+    parse_event,
+)
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec, load_spec
@@ -28,6 +41,7 @@ from flywheel_shared.topics import TopicNamer
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "test-token"
 START = datetime(2026, 1, 1, tzinfo=UTC)
+RATE = 20.0  # simulated transactions per second of event time
 
 
 def fraud_spec(name: str, **overrides: Any) -> ModelSpec:
@@ -260,3 +274,79 @@ def metric_values(text: str, name: str) -> dict[str, float]:
             labels, value = line.rsplit(" ", 1)
             out[labels[len(name) :]] = float(value)
     return out
+
+
+def rows(seed: int, n: int, **kw: Any) -> list[dict[str, Any]]:
+    return FraudSimulator(seed=seed, rate_per_s=RATE, fraud_rate=0.05, **kw).batch(n)
+
+
+# -- Kafka I/O ----------------------------------------------------------------------------------
+
+
+async def produce(bootstrap: str, topic: str, events: list[Event], key: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.send(topic, encode_event(ev), key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Event]:
+    """Every event on ``topic`` so far (up to the end offsets at the time of the call)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, f"no partitions of {topic}"
+            await asyncio.sleep(0.1)
+        tps = list(consumer.assignment())
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Event] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert time.monotonic() < deadline, f"{topic}: not read to its end in 30 s"
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        out.append(parse_event(rec.value or b""))
+                    except ValueError:
+                        pass
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(
+    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3
+) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not seen within {timeout} s: {what}")
+        await asyncio.sleep(interval)
+
+
+async def dead_letters(
+    bootstrap: str, topics: TopicNamer, sources: Sequence[str]
+) -> list[DeadLetter]:
+    """The dead letters so far of records read from the ``sources`` topics (full names)."""
+    events = await read_all(bootstrap, topics("deadletter"))
+    return [e for e in events if isinstance(e, DeadLetter) and e.source_topic in sources]

@@ -11,19 +11,25 @@ import asyncio
 import hashlib
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from monitor_support import (
+    RATE,
     Stack,
+    dead_letters,
     fraud_spec,
     labels,
     metric_values,
     predictions,
+    produce,
+    read_all,
     register,
+    rows,
+    wait_for,
 )
 from sklearn.metrics import roc_auc_score
 
@@ -34,14 +40,10 @@ from flywheel_shared.events import (
     Event,
     RetrainRequested,
     RolloutVerdict,
-    encode_event,
-    parse_event,
 )
 from flywheel_shared.testing.procs import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-RATE = 20.0  # simulated transactions per second of event time
 
 
 class Env:
@@ -99,67 +101,6 @@ def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stack.registry.stop()
 
 
-async def produce(bootstrap: str, topic: str, events: list[Event], key: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024)
-    await producer.start()
-    try:
-        for ev in events:
-            await producer.send(topic, encode_event(ev), key=key.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str) -> list[Event]:
-    """Every event on ``topic`` so far (up to the end offsets at the time of the call)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not consumer.assignment():
-            assert time.monotonic() < deadline, f"no partitions of {topic}"
-            await asyncio.sleep(0.1)
-        tps = list(consumer.assignment())
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[Event] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            assert time.monotonic() < deadline, f"{topic}: not read to its end in 30 s"
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    try:
-                        out.append(parse_event(rec.value or b""))
-                    except ValueError:
-                        pass
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def wait_for(
-    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not seen within {timeout} s: {what}")
-        await asyncio.sleep(interval)
-
-
 def calibrated(env: Env) -> float:
     """Calibrations the monitor computed or loaded."""
     return sum(metric_values(env.metrics(), "flywheel_monitor_calibrations_total").values())
@@ -181,10 +122,6 @@ def gauge(env: Env, name: str, **labels: str) -> float | None:
 async def events_of(env: Env, logical: str, model: str, cls: type[Event]) -> list[Any]:
     events = await read_all(env.stack.bootstrap, env.stack.topics(logical))
     return [e for e in events if isinstance(e, cls) and getattr(e, "model", None) == model]
-
-
-def rows(seed: int, n: int, **kw: Any) -> list[dict[str, Any]]:
-    return FraudSimulator(seed=seed, rate_per_s=RATE, fraud_rate=0.05, **kw).batch(n)
 
 
 def later(data: list[dict[str, Any]], record_id: str) -> list[dict[str, Any]]:
@@ -418,23 +355,15 @@ async def test_malformed_events_are_dead_lettered_and_the_monitor_goes_on(env: E
     await stream(env, "m-dlq", data, with_labels=False)
     await settle(env, "m-dlq", 300, realised=False)
 
-    async def letters() -> list[DeadLetter]:
-        events = await read_all(env.stack.bootstrap, topics("deadletter"))
-        return [
-            e
-            for e in events
-            if isinstance(e, DeadLetter)
-            and e.source_topic in (topics("predictions"), topics("data.labels"))
-        ]
+    sources = (topics("predictions"), topics("data.labels"))
 
-    found = await wait_for(lambda: _both(letters), 30, "both poison records dead-lettered")
+    async def both() -> list[DeadLetter] | None:
+        found = await dead_letters(env.stack.bootstrap, topics, sources)
+        return found if len({d.source_topic for d in found}) == 2 else None
+
+    found = await wait_for(both, 30, "both poison records dead-lettered")
     assert {d.source_topic for d in found} == {topics("predictions"), topics("data.labels")}
     assert all("undecodable" in d.error for d in found)
-
-
-async def _both(fetch: Callable[[], Any]) -> Any:
-    found = await fetch()
-    return found if len({d.source_topic for d in found}) == 2 else None
 
 
 async def test_sigkill_resumes_without_recalibrating_or_losing_join_state(env: Env) -> None:

@@ -16,8 +16,18 @@ from typing import Any
 
 import orjson
 import pytest
-from monitor_support import Stack, fraud_spec, labels, metric_values, predictions, register
-from test_monitor_integration import produce, read_all, rows, wait_for
+from monitor_support import (
+    Stack,
+    fraud_spec,
+    labels,
+    metric_values,
+    predictions,
+    produce,
+    read_all,
+    register,
+    rows,
+    wait_for,
+)
 
 from flywheel_shared.events import DriftDetected, RetrainRequested
 from flywheel_shared.testing.procs import ServiceProcess
