@@ -8,7 +8,6 @@ named by the hash of its ordered segment hashes. Ingest writes manifests; the tr
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from .events import CategoricalStats, NumericStats
+from .integrity import check_sha256, sha256_hex
 from .storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ EVENT_ID_COLUMN = "_flywheel_event_id"
 
 def snapshot_id(segment_hashes: Sequence[str]) -> str:
     """Hash of the ordered segment hashes: names one exact state of a dataset."""
-    return hashlib.sha256("\n".join(segment_hashes).encode()).hexdigest()
+    return sha256_hex("\n".join(segment_hashes).encode())
 
 
 def manifest_key(dataset: str) -> str:
@@ -104,6 +104,19 @@ def snapshot_segments(manifest: Manifest, snapshot: str | None = None) -> list[S
     raise SnapshotNotFound(f"dataset '{manifest.dataset}' has no snapshot {snapshot}")
 
 
+def _segment_bytes(store: ObjectStore, seg: SegmentEntry) -> bytes:
+    """A segment's bytes; ValueError when they no longer hash to its content hash."""
+    data = store.get(seg.key)
+    check_sha256(
+        data,
+        seg.content_hash,
+        lambda actual: ValueError(
+            f"segment {seg.segment_id} is corrupt: sha256 {actual} != {seg.content_hash}"
+        ),
+    )
+    return data
+
+
 def read_frame(store: ObjectStore, segments: Sequence[SegmentEntry]) -> pd.DataFrame:
     """The rows of ``segments`` as one DataFrame, each segment's hash checked on read."""
     import pandas as pd
@@ -112,13 +125,7 @@ def read_frame(store: ObjectStore, segments: Sequence[SegmentEntry]) -> pd.DataF
 
     tables = []
     for seg in segments:
-        data = store.get(seg.key)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != seg.content_hash:
-            raise ValueError(
-                f"segment {seg.segment_id} is corrupt: sha256 {actual} != {seg.content_hash}"
-            )
-        tables.append(pq.read_table(io.BytesIO(data)))
+        tables.append(pq.read_table(io.BytesIO(_segment_bytes(store, seg))))
     if not tables:
         return pd.DataFrame()
     frame: pd.DataFrame = pa.concat_tables(tables).to_pandas()

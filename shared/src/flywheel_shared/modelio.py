@@ -5,8 +5,9 @@ Needs the ``models`` extra (``flywheel-shared[models]``).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
+
+from .integrity import check_sha256
 
 FORMAT = "skops"
 #: Types scikit-learn's own estimators need beyond skops' defaults (gradient boosting).
@@ -37,9 +38,13 @@ def load_model(data: bytes, sha256: str, *, extra_trusted: list[str] | None = No
     """
     import skops.io as sio
 
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise UntrustedArtifact(f"artifact hash mismatch: expected {sha256}, got {actual}")
+    check_sha256(
+        data,
+        sha256,
+        lambda actual: UntrustedArtifact(
+            f"artifact hash mismatch: expected {sha256}, got {actual}"
+        ),
+    )
     trusted = [*SKLEARN_TRUSTED, *(extra_trusted or [])]
     unknown = [t for t in sio.get_untrusted_types(data=data) if t not in trusted]
     if unknown:

@@ -23,7 +23,6 @@ Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 # Re-exported: every user of the registry API used to import them from here.
 from .aliases import Alias as Alias
 from .aliases import VersionStatus as VersionStatus
+from .integrity import check_sha256, sha256_hex
 from .spec import DatasetContract, ModelSpec
 
 
@@ -245,7 +245,7 @@ class RegistryClient:
 
     async def upload_artifact(self, data: bytes) -> Artifact:
         """Store bytes; the registry checks the sha256 we send."""
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         resp = await self._call(
             "POST",
             "/v1/artifacts",
@@ -257,9 +257,13 @@ class RegistryClient:
     async def download_artifact(self, sha256: str) -> bytes:
         """Fetch bytes and verify their sha256 before returning them."""
         data = (await self._call("GET", f"/v1/artifacts/{sha256}")).content
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise IntegrityError(0, "hash_mismatch", f"artifact {sha256} arrived as {actual}")
+        check_sha256(
+            data,
+            sha256,
+            lambda actual: IntegrityError(
+                0, "hash_mismatch", f"artifact {sha256} arrived as {actual}"
+            ),
+        )
         return data
 
     # -- versions ------------------------------------------------------------------------

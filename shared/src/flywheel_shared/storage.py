@@ -6,17 +6,11 @@ readers see the old object or the new one, never a torn one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
 
 import fsspec
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 class ObjectStore:

@@ -6,7 +6,6 @@ ordered list of segment hashes, itself hashed. Pure functions; storage lives in 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from flywheel_shared.datasets import EVENT_ID_COLUMN
 from flywheel_shared.events import CategoricalStats, JsonRecord, NumericStats
+from flywheel_shared.integrity import sha256_hex
 from flywheel_shared.spec import DatasetContract, FieldType
 
 _ARROW: dict[FieldType, pa.DataType] = {
@@ -83,7 +83,7 @@ def to_parquet(table: pa.Table) -> bytes:
 
 def content_hash(data: bytes) -> str:
     """sha256 of a segment's bytes."""
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 def _f(x: object) -> float | None:
