@@ -152,12 +152,10 @@ class IngestService:
                 if idempotency_key
                 else uuid4()
             )
-            validated = RecordsValidated.model_construct(
+            validated = RecordsValidated.trusted(
                 event_id=eid,
                 occurred_at=utcnow(),
                 correlation_id=cid,
-                schema_version=1,
-                type="data.validated",
                 dataset=dataset,
                 records=chunk,
                 source=source,
