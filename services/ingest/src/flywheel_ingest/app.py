@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flywheel_shared.auth import UnsafeSettings, bearer_guard, read_secret, require_token
-from flywheel_shared.datasets import Manifest, manifest_key
+from flywheel_shared.datasets import manifest_key, read_manifest
 from flywheel_shared.events import FieldError, Label, remember_encoded
 from flywheel_shared.http import (
     AUTH,
@@ -421,12 +421,7 @@ def create_app(
         await require_dataset(name)
         contract = rt.contracts.get(name)
         assert contract is not None
-        key = manifest_key(name)
-        manifest = (
-            Manifest.model_validate_json(await asyncio.to_thread(rt.store.get, key))
-            if await asyncio.to_thread(rt.store.exists, key)
-            else Manifest(dataset=name)
-        )
+        manifest = await asyncio.to_thread(read_manifest, rt.store, name)
         return json_response(
             200,
             {
@@ -435,7 +430,7 @@ def create_app(
                 "rows": manifest.total_rows,
                 "segments": len(manifest.segments),
                 "snapshot_id": manifest.snapshot_id(),
-                "manifest_uri": rt.store.uri(key),
+                "manifest_uri": rt.store.uri(manifest_key(name)),
             },
         )
 

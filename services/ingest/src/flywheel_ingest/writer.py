@@ -24,7 +24,7 @@ from aiokafka import TopicPartition
 from prometheus_client import Counter, Histogram
 from pydantic import TypeAdapter
 
-from flywheel_shared.datasets import Manifest, SegmentEntry, manifest_key
+from flywheel_shared.datasets import Manifest, SegmentEntry, manifest_key, read_manifest
 from flywheel_shared.events import (
     BatchCommitted,
     Event,
@@ -106,11 +106,7 @@ class DatasetWriter:
         """The dataset's manifest (read once, then kept in memory by this writer)."""
         manifest = self._manifests.get(dataset)
         if manifest is None:
-            key = manifest_key(dataset)
-            if self.store.exists(key):
-                manifest = Manifest.model_validate_json(self.store.get(key))
-            else:
-                manifest = Manifest(dataset=dataset)
+            manifest = read_manifest(self.store, dataset)
             self._manifests[dataset] = manifest
             self._stored_ids |= manifest.event_ids()
         return manifest
