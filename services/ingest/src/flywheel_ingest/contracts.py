@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Protocol
 
 from flywheel_shared.regcache import RegistryCache, RegistryPort
-from flywheel_shared.registry import RegistryError
+from flywheel_shared.registry import RegistryClient, RegistryError
 from flywheel_shared.spec import DatasetContract, SpecError, load_spec
+
+from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,19 @@ class ContractSource(Protocol):
         """
         ...
 
+    async def refresh(self) -> None:
+        """Read every contract again (at start-up, then every :attr:`refresh_every_s`)."""
+        ...
+
+    @property
+    def refresh_every_s(self) -> float | None:
+        """How often the service calls :meth:`refresh` (None: never, the set is fixed)."""
+        ...
+
+    def unavailable(self) -> str | None:
+        """Readiness: why no contract can be served (None while they can)."""
+        ...
+
 
 class ContractsUnavailable(RuntimeError):
     """The contract source cannot be reached and has no cached contract to offer."""
@@ -47,6 +62,18 @@ class StaticContracts:
 
     async def refresh_for(self, dataset: str) -> None:
         """Nothing to refresh."""
+
+    async def refresh(self) -> None:
+        """Nothing to refresh."""
+
+    @property
+    def refresh_every_s(self) -> None:
+        """Never refreshed: the set is fixed."""
+        return None
+
+    def unavailable(self) -> None:
+        """Always available."""
+        return None
 
     def get(self, dataset: str) -> DatasetContract | None:
         """The contract of ``dataset``, if declared."""
@@ -93,6 +120,17 @@ class RegistryContracts:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def refresh_every_s(self) -> float:
+        """Contracts are re-read every ``refresh_s``."""
+        return self.refresh_s
+
+    def unavailable(self) -> str | None:
+        """The registry's last error while nothing is cached."""
+        if not self._by_name and self.last_error:
+            return f"no contracts: {self.last_error}"
+        return None
+
     def get(self, dataset: str) -> DatasetContract | None:
         """The cached contract of ``dataset``."""
         return self._by_name.get(dataset)
@@ -127,3 +165,11 @@ class RegistryContracts:
                 f"the registry is unreachable ({self.last_error}) and no contract for "
                 f"'{dataset}' is cached"
             )
+
+
+def contract_source(settings: IngestSettings) -> ContractSource:
+    """The registry's contracts when ``registry_url`` is set, else the spec files'."""
+    if settings.registry_url:
+        client = RegistryClient(settings.registry_url, settings.registry_token, actor="ingest")
+        return RegistryContracts(client, refresh_s=settings.contracts_refresh_s)
+    return load_spec_files(settings.specs)
