@@ -15,7 +15,6 @@ import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy.exc import OperationalError
 
 from flywheel_shared.aliases import VersionStatus
 from flywheel_shared.auth import bearer_guard
@@ -25,7 +24,6 @@ from flywheel_shared.http import (
     ApiError,
     EncodedSlashes,
     RequestMetrics,
-    install_api_errors,
     install_openapi,
     json_response,
     ops_router,
@@ -52,7 +50,7 @@ from flywheel_shared.storage import ObjectStore
 from . import migrate
 from .artifacts import ArtifactStore, IntegrityFailure, is_sha256
 from .db import make_engine
-from .domain.errors import RegistryProblem
+from .errors import install_errors
 from .handlers import VerdictHandler
 from .metrics import ARTIFACTS_STORED
 from .relay import OutboxRelay
@@ -536,21 +534,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     # -- errors ---------------------------------------------------------------------------
 
-    install_api_errors(app)
+    install_errors(app)
     install_openapi(app, bearer=token is not None)
-
-    @app.exception_handler(RegistryProblem)
-    async def _problem(_: Request, exc: RegistryProblem) -> Response:
-        return json_response(exc.status, {"detail": exc.detail, "code": exc.code})
-
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> Response:
-        log.warning("database unavailable", extra={"error": str(exc.orig)})
-        return json_response(
-            503,
-            {"detail": "the database is unavailable, retry", "code": "database_unavailable"},
-            {"Retry-After": "1"},
-        )
 
     app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestMetrics, service="registry")

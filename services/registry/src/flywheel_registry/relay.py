@@ -18,7 +18,7 @@ from flywheel_shared.events import Event, parse_event
 from flywheel_shared.tasks import Supervised
 
 from .metrics import OUTBOX_PENDING, RELAY_FAILURES, RELAY_PUBLISHED
-from .store import PendingEvent
+from .outbox import PendingEvent
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""Plain-Python rules of the registry: alias moves, verdict policy, rollback. No I/O here."""
+"""Plain-Python rules of the registry: alias checks and moves, where a registration starts
+its rollout, verdict policy, rollback. No I/O here."""

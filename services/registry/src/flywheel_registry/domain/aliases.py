@@ -1,4 +1,5 @@
-"""Alias rules: what a move, a verdict or a rollback changes, as a list of alias changes.
+"""Alias rules: which moves are allowed, where a new candidate starts its rollout, and what a
+move, a verdict or a rollback changes, as a list of alias changes.
 
 Aliases: ``production`` (serves all traffic but the canary's share), ``canary`` (serves
 ``weight`` of the traffic) and ``shadow`` (scored on live traffic, never served).
@@ -11,8 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from flywheel_shared.aliases import ALIASES as ALIASES
+from flywheel_shared.aliases import VERSION_STATUSES
+
+from .errors import Conflict, Invalid, Unprocessable
 
 Decision = Literal["advance", "promote", "rollback", "hold"]
+DEFAULT_CANARY_WEIGHT = 0.1
+"""A canary's weight when neither the request nor the spec's rollout names one."""
 _EPS = 1e-9
 
 
@@ -49,6 +55,94 @@ class HistoryItem:
     action: str
     from_version: int | None
     to_version: int | None
+
+
+def check_alias(alias: str) -> None:
+    """Refuse an alias name that is not production, canary or shadow."""
+    if alias not in ALIASES:
+        raise Invalid("invalid_alias", f"alias must be one of {', '.join(ALIASES)}")
+
+
+def check_move(alias: str, weight: float | None) -> None:
+    """Refuse a move request that names an unknown alias or weighs a non-canary alias."""
+    check_alias(alias)
+    if weight is not None and alias != "canary":
+        raise Invalid("invalid_weight", "only the canary alias takes a weight")
+
+
+def check_servable(version: int, status: str) -> None:
+    """Only candidates take an alias."""
+    if status != "candidate":
+        raise Conflict(
+            "version_not_servable",
+            f"version {version} is {status}; only candidates can take an alias",
+        )
+
+
+def check_status(status: str) -> None:
+    """Refuse a status that is not candidate, rejected or archived."""
+    if status not in VERSION_STATUSES:
+        raise Invalid("invalid_status", "status must be candidate, rejected or archived")
+
+
+def check_retirable(aliases: Mapping[str, Pointer], version: int, status: str) -> None:
+    """A version an alias points at stays a candidate until the alias moves."""
+    if status == "candidate":
+        return
+    using = [a for a, p in aliases.items() if p.version == version]
+    if using:
+        raise Conflict(
+            "version_in_use",
+            f"version {version} is {', '.join(sorted(using))}; move the alias first",
+        )
+
+
+def canary_weight(canary_steps: Sequence[float], weight: float | None = None) -> float:
+    """A canary's weight: the one asked for, else the rollout's first step, else the default."""
+    if weight is not None:
+        return weight
+    return canary_steps[0] if canary_steps else DEFAULT_CANARY_WEIGHT
+
+
+def first_alias(
+    *,
+    status: str,
+    alias: str | None,
+    weight: float | None,
+    rollout: bool,
+    rollout_first_alias: str,
+    canary_steps: Sequence[float],
+    serving: bool,
+) -> tuple[str, float | None] | None:
+    """The alias (and weight) a version takes as it is registered; None for no alias.
+
+    A registration names its ``alias`` or asks for the ``rollout``: then a candidate goes to
+    production while nothing serves yet (the first good model goes live), else to the
+    spec's first rollout alias. Only candidates take an alias; only a canary has a weight
+    (the one asked for, else the first canary step's).
+    """
+    if rollout and alias is not None:
+        raise Unprocessable(
+            "invalid_body", "a registration for the rollout names no first_alias of its own"
+        )
+    if status != "candidate":
+        return None
+    if rollout:
+        alias = rollout_first_alias if serving else "production"
+    if alias is None:
+        return None
+    return alias, canary_weight(canary_steps, weight) if alias == "canary" else None
+
+
+def rollout_reason(decision: str, reasons: Sequence[str]) -> str:
+    """The audit reason of the alias changes a verdict makes."""
+    reason = f"rollout verdict {decision}"
+    return reason + ": " + "; ".join(reasons) if reasons else reason
+
+
+def rollback_reason(reason: str, current: int | None) -> str:
+    """The audit reason of a rollback: the one given, else where it rolled back from."""
+    return reason or f"rollback from version {current}"
 
 
 def plan_move(

@@ -1,12 +1,10 @@
-"""Domain errors; the HTTP layer turns each into ``{"detail", "code"}`` with its status."""
+"""Domain errors: a stable code and a detail; the HTTP layer (``errors.py``) picks the status."""
 
 from __future__ import annotations
 
 
 class RegistryProblem(Exception):
-    """A request the registry refuses, with an HTTP status and a stable code."""
-
-    status = 400
+    """A request the registry refuses, with a stable code."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -14,24 +12,16 @@ class RegistryProblem(Exception):
 
 
 class Invalid(RegistryProblem):
-    """The request is malformed or inconsistent (400)."""
-
-    status = 400
+    """The request is malformed or inconsistent."""
 
 
 class NotFound(RegistryProblem):
-    """The model, version, alias or artifact does not exist (404)."""
-
-    status = 404
+    """The model, version, alias or artifact does not exist."""
 
 
 class Conflict(RegistryProblem):
-    """The request clashes with the current state (409)."""
-
-    status = 409
+    """The request clashes with the current state."""
 
 
 class Unprocessable(RegistryProblem):
-    """The body is well-formed but not acceptable, e.g. an invalid spec (422)."""
-
-    status = 422
+    """The body is well-formed but not acceptable, e.g. it names an artifact not stored."""
