@@ -27,7 +27,7 @@
 
 {{- define "flywheel-ingest.volumeMounts" -}}{{- end -}}
 
-{{/* Consumer groups: services/ingest/src/flywheel_ingest/app.py (group_id=...). */}}
+{{/* Consumer groups: services/ingest/src/flywheel_ingest/runtime.py (group_id=...). */}}
 {{- define "flywheel-ingest.kedaTriggers" -}}
 - group: flywheel-ingest-raw
   topic: data.raw.v1
