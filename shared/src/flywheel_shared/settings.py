@@ -110,6 +110,10 @@ class StorageSettings(BaseSettings):
     )
 
 
+#: Where the services find the registry unless ``FLYWHEEL_REGISTRY_URL`` says otherwise.
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:8100"
+
+
 class ServiceSettings(BaseSettings):
     """Fields every service has; subclass with its own ``env_prefix``."""
 

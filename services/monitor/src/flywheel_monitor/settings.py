@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flywheel_shared.settings import ServiceSettings
+from flywheel_shared.settings import DEFAULT_REGISTRY_URL, ServiceSettings
 
 
 class MonitorSettings(ServiceSettings):
@@ -17,7 +17,7 @@ class MonitorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_MONITOR_", extra="ignore")
 
     port: int = Field(8400, description="HTTP port (/healthz, /readyz, /metrics, /v1/status)")
-    registry_url: str = Field("http://127.0.0.1:8100", description="the model registry")
+    registry_url: str = Field(DEFAULT_REGISTRY_URL, description="the model registry")
     registry_token: str | None = Field(None, description="bearer token for the registry")
     registry_refresh_s: float = Field(
         10.0, gt=0, description="re-read specs and aliases this often"

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from flywheel_shared.settings import ServiceSettings
+from flywheel_shared.settings import DEFAULT_REGISTRY_URL, ServiceSettings
 
 
 class ServingSettings(ServiceSettings):
@@ -15,7 +15,7 @@ class ServingSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_SERVING_", extra="ignore")
 
-    registry_url: str = Field("http://127.0.0.1:8100", description="the model registry")
+    registry_url: str = Field(DEFAULT_REGISTRY_URL, description="the model registry")
     registry_token: str | None = Field(None, description="bearer token for the registry")
     token: SecretStr | None = Field(
         None, description="bearer token required on predictions and status (unset: open)"

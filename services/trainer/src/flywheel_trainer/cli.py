@@ -14,6 +14,7 @@ from rich.table import Table
 
 from flywheel_shared.events import RetrainRequested
 from flywheel_shared.registry import ModelVersion, RegistryClient, RegistryError
+from flywheel_shared.settings import DEFAULT_REGISTRY_URL
 
 from .runner import run_job
 from .worker import TrainJob, TrainResult
@@ -32,7 +33,7 @@ def train_group() -> None:
 @click.option(
     "--registry-url",
     envvar="FLYWHEEL_REGISTRY_URL",
-    default="http://127.0.0.1:8100",
+    default=DEFAULT_REGISTRY_URL,
     show_default=True,
 )
 @click.option(
