@@ -148,6 +148,30 @@ async def test_versions_aliases_and_errors_through_the_client(api: Api) -> None:
     ]
 
 
+async def test_the_rollout_query_leaves_the_first_alias_to_the_registry(api: Api) -> None:
+    name = unique()
+    await api.client.put_spec(spec_text(name))
+    artifact = await api.client.upload_artifact(b"model bytes")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    for run in ("run-1", "run-2"):
+        resp = await api.http.post(
+            f"/v1/models/{name}/versions",
+            params={"rollout": "true"},
+            content=version_body(run, artifact.sha256).model_dump_json(),
+            headers=auth,
+        )
+        assert resp.status_code == 201
+    aliases = (await api.client.get_model(name)).aliases
+    assert {a: s.version for a, s in aliases.items()} == {"production": 1, "shadow": 2}
+    resp = await api.http.post(
+        f"/v1/models/{name}/versions",
+        params={"rollout": "true"},
+        content=version_body("run-3", artifact.sha256, first_alias="canary").model_dump_json(),
+        headers=auth,
+    )
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_body")
+
+
 async def test_artifacts_are_content_addressed_and_checked(api: Api) -> None:
     data = b"\x00weights\xff" * 10
     first = await api.client.upload_artifact(data)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 
 from flywheel_registry.domain.aliases import (
+    DEFAULT_CANARY_WEIGHT,
     Change,
     HistoryItem,
     Pointer,
+    first_alias,
     next_canary_weight,
     plan_move,
     plan_verdict,
     previous_production,
 )
+from flywheel_registry.domain.errors import Unprocessable
 
 STEPS = [0.1, 0.5]
 
@@ -126,3 +129,29 @@ def test_rollback_target_after_a_new_move_and_skipping_retired_versions() -> Non
 def test_rollback_after_production_was_removed_restores_the_last_version() -> None:
     history = [*_moves(1, 2), HistoryItem("remove", 2, None)]
     assert previous_production(history, None, lambda v: True) == 2
+
+
+def start(**kw: object) -> tuple[str, float | None] | None:
+    args: dict[str, object] = {
+        "status": "candidate",
+        "alias": None,
+        "weight": None,
+        "rollout": True,
+        "rollout_first_alias": "canary",
+        "canary_steps": STEPS,
+        "serving": True,
+    }
+    return first_alias(**{**args, **kw})  # type: ignore[arg-type]
+
+
+def test_the_rollout_policy_picks_a_registration_s_first_alias() -> None:
+    assert start(serving=False) == ("production", None)  # nothing serves: it goes live
+    assert start() == ("canary", 0.1)  # else the spec's first alias, at the first step
+    assert start(canary_steps=[]) == ("canary", DEFAULT_CANARY_WEIGHT)
+    assert start(rollout_first_alias="shadow") == ("shadow", None)
+    assert start(status="rejected") is None and start(status="rejected", serving=False) is None
+    assert start(rollout=False) is None
+    assert start(rollout=False, alias="canary", weight=0.3) == ("canary", 0.3)
+    assert start(rollout=False, alias="shadow", weight=0.3) == ("shadow", None)
+    with pytest.raises(Unprocessable):
+        start(alias="shadow")

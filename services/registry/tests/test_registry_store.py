@@ -119,6 +119,21 @@ def test_first_alias_moves_in_the_same_transaction(store: RegistryStore) -> None
     assert kinds == ["ModelVersionRegistered", "ModelAliasChanged", "ModelVersionRegistered"]
 
 
+def test_a_registration_for_the_rollout_follows_the_spec(store: RegistryStore) -> None:
+    name, digest = setup_model(store)
+    v1, _ = store.register_version(name, version_body("r1", digest), rollout=True)
+    store.register_version(name, version_body("r2", digest, status="rejected"), rollout=True)
+    v3, _ = store.register_version(name, version_body("r3", digest), rollout=True)
+    aliases = store.get_model(name).aliases
+    assert {a: s.version for a, s in aliases.items()} == {"production": 1, "shadow": 3}
+    assert (v1.version, v3.version) == (1, 3)
+    [shadow, production] = store.history(name)
+    assert (production.alias, production.to_version, production.actor) == ("production", 1, "api")
+    assert shadow.reason == "first alias of version 3 (run r3)"
+    with pytest.raises(Unprocessable):
+        store.register_version(name, version_body("r4", digest, first_alias="canary"), rollout=True)
+
+
 def test_alias_moves_are_audited_and_announced(store: RegistryStore) -> None:
     name, digest = setup_model(store)
     for i in range(3):

@@ -8,11 +8,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -80,6 +80,16 @@ class ReasonBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     reason: str = ""
+
+
+Rollout = Annotated[
+    bool,
+    Query(
+        description="a candidate takes the first alias of the model's rollout policy: production"
+        " while nothing serves yet, else the spec's rollout.first_alias (the body names no"
+        " first_alias then)"
+    ),
+]
 
 
 def _dump(model: BaseModel) -> Any:
@@ -436,10 +446,12 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         response_model=ModelVersion,
         **version_doc,
     )
-    async def register_version(name: str, request: Request) -> Response:
+    async def register_version(name: str, request: Request, rollout: Rollout = False) -> Response:
         """201 with the new version, or 200 with the one this ``run_id`` registered before."""
         body = _validate(VersionCreate, await read_body(request, _VERSION_BYTES))
-        version, created = await run(store.register_version, name, body, actor=_actor(request))
+        version, created = await run(
+            store.register_version, name, body, actor=_actor(request), rollout=rollout
+        )
         return json_response(201 if created else 200, _dump(version))
 
     @api.get(

@@ -47,6 +47,21 @@ from .domain.evaluation import apply_gates, compute_metrics
 REFERENCE_ROWS = 2000
 
 
+class _Registry(RegistryClient):
+    """The registry client, with the registration the training loop uses."""
+
+    async def register_for_rollout(self, model: str, body: VersionCreate) -> ModelVersion:
+        """Register a version and let the registry's rollout policy give a candidate its
+        first alias (``POST /v1/models/{name}/versions?rollout=true``)."""
+        resp = await self._call(
+            "POST",
+            f"/v1/models/{model}/versions",
+            params={"rollout": "true"},
+            content=body.model_dump_json(),
+        )
+        return ModelVersion.model_validate(resp.json())
+
+
 class TrainJob(BaseModel):
     """What the service asks a worker to do."""
 
@@ -184,7 +199,7 @@ async def train(job: TrainJob) -> TrainResult:
     started = time.perf_counter()
     spec = job.spec
     store = ObjectStore(job.storage_uri)
-    async with RegistryClient(job.registry_url, job.registry_token, actor="trainer") as client:
+    async with _Registry(job.registry_url, job.registry_token, actor="trainer") as client:
         if job.mode == "reproduce":
             assert job.version is not None
             old = await client.get_version(job.model, job.version)
@@ -248,15 +263,8 @@ async def train(job: TrainJob) -> TrainResult:
             split.holdout[[*spec.features, label]].assign(_score=scores).tail(REFERENCE_ROWS)
         )
         ref = await client.upload_artifact(_parquet(reference))
-        first_alias, weight = None, None
-        if gate.passed:
-            if champion_version is None:
-                first_alias = "production"  # nothing serves yet: the first good model goes live
-            else:
-                first_alias = spec.rollout.first_alias
-                if first_alias == "canary" and spec.rollout.canary_steps:
-                    weight = spec.rollout.canary_steps[0].weight
-        registered = await client.register_version(
+        # The registry's rollout policy picks the first alias (and a canary's weight).
+        registered = await client.register_for_rollout(
             job.model,
             VersionCreate(
                 run_id=job.run_id,
@@ -271,8 +279,6 @@ async def train(job: TrainJob) -> TrainResult:
                 parent_version=champion_version,
                 training_seconds=time.perf_counter() - started,
                 correlation_id=job.correlation_id,
-                first_alias=first_alias,
-                first_alias_weight=weight,
             ),
         )
         return TrainResult(
