@@ -1,0 +1,98 @@
+"""Routes of aliases: moves, removals, rollback, the audit log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from flywheel_shared.http import json_response, read_body, request_body
+from flywheel_shared.registry import AliasMove, AliasState, AuditEntry
+
+from .deps import Actor, Docs, Store, dump, run, v1_router, validate
+from .versions import SMALL_BYTES
+
+
+class ReasonBody(BaseModel):
+    """Body of ``POST /v1/models/{name}/rollback``."""
+
+    model_config = ConfigDict(extra="ignore")
+    reason: str = ""
+
+
+async def put_alias(
+    name: str, alias: str, request: Request, store: Store, actor: Actor
+) -> Response:
+    """Point ``alias`` at a version (audited, announced on model.alias.changed); 400 for
+    an alias that is not production, canary or shadow, 409 for a version not servable."""
+    move = validate(AliasMove, await read_body(request, SMALL_BYTES))
+    state = await run(
+        store.move_alias,
+        name,
+        alias,
+        move.version,
+        weight=move.weight,
+        reason=move.reason,
+        actor=actor,
+    )
+    return json_response(200, dump(state))
+
+
+async def delete_alias(
+    name: str, alias: str, store: Store, actor: Actor, reason: str = ""
+) -> Response:
+    """Remove ``alias`` (audited, announced with ``version: null``)."""
+    await run(store.remove_alias, name, alias, reason=reason, actor=actor)
+    return Response(status_code=204)
+
+
+async def rollback(name: str, request: Request, store: Store, actor: Actor) -> Response:
+    """409 ``no_previous_version`` when production has nothing to go back to."""
+    body = validate(ReasonBody, await read_body(request, SMALL_BYTES))
+    state = await run(store.rollback, name, reason=body.reason, actor=actor)
+    return json_response(200, dump(state))
+
+
+async def history(name: str, store: Store) -> Response:
+    """Every alias change of a model."""
+    return json_response(200, [dump(e) for e in await run(store.history, name)])
+
+
+def router(docs: Docs) -> APIRouter:
+    """The alias routes, documented per ``docs``."""
+    api = v1_router()
+    api.add_api_route(
+        "/models/{name}/aliases/{alias}",
+        put_alias,
+        methods=["PUT"],
+        summary="Move an alias",
+        response_model=AliasState,
+        **docs.write(400, 409, 413, 422, body=request_body({"application/json": AliasMove})),
+    )
+    api.add_api_route(
+        "/models/{name}/aliases/{alias}",
+        delete_alias,
+        methods=["DELETE"],
+        summary="Remove an alias",
+        status_code=204,
+        **docs.write(400),
+    )
+    api.add_api_route(
+        "/models/{name}/rollback",
+        rollback,
+        methods=["POST"],
+        summary="Production back to its previous version",
+        response_model=AliasState,
+        **docs.write(
+            409, 413, 422, body=request_body({"application/json": ReasonBody}, required=False)
+        ),
+    )
+    api.add_api_route(
+        "/models/{name}/history",
+        history,
+        methods=["GET"],
+        summary="Alias audit log, newest first",
+        response_model=list[AuditEntry],
+        **docs.read(),
+    )
+    return api

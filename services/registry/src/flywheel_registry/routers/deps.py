@@ -1,0 +1,140 @@
+"""What the routes share: their dependencies (from ``app.state``), body parsing, OpenAPI docs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from flywheel_shared.http import AUTH, BEARER, ApiError, responses
+
+from ..artifacts import ArtifactStore
+from ..settings import RegistrySettings
+from ..store import RegistryStore
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+# The dependencies are coroutines: FastAPI would run plain functions in a worker thread.
+BINARY = {"type": "string", "format": "binary"}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a route uses, kept on ``app.state.services``."""
+
+    store: RegistryStore
+    artifacts: ArtifactStore
+    settings: RegistrySettings
+    guard: Callable[[Request], None]
+    """The bearer guard (lets everything through when no token is set)."""
+
+
+def services(request: Request) -> Services:
+    """The app's services."""
+    found: Services = request.app.state.services
+    return found
+
+
+async def store(request: Request) -> RegistryStore:
+    """The registry's operations."""
+    return services(request).store
+
+
+async def artifacts(request: Request) -> ArtifactStore:
+    """The artifact bytes."""
+    return services(request).artifacts
+
+
+async def settings(request: Request) -> RegistrySettings:
+    """The service's settings."""
+    return services(request).settings
+
+
+async def authorize(request: Request) -> None:
+    """Bearer token on writes (and on reads with read_auth), when a token is set."""
+    found = services(request)
+    if request.method in READ_METHODS and not found.settings.read_auth:
+        return
+    found.guard(request)
+
+
+def v1_router() -> APIRouter:
+    """A router of ``/v1`` routes behind the bearer guard (the routes keep the full path,
+    which the request metrics label them with)."""
+    return APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+
+
+async def actor(request: Request) -> str:
+    """Who asks, for the audit log (``x-flywheel-actor``, else ``api``)."""
+    return (request.headers.get("x-flywheel-actor") or "api").strip()[:200] or "api"
+
+
+Store = Annotated[RegistryStore, Depends(store)]
+Artifacts = Annotated[ArtifactStore, Depends(artifacts)]
+Settings = Annotated[RegistrySettings, Depends(settings)]
+Actor = Annotated[str, Depends(actor)]
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking work (the database, hashing, the object store) in a worker thread."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def dump(model: BaseModel) -> Any:
+    """A resource as JSON data."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def validate(model: type[M], body: bytes) -> M:
+    """The body as ``model``; 422 ``invalid_body`` naming what is wrong."""
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", errors(exc)) from exc
+
+
+def errors(exc: ValidationError) -> str:
+    """A validation error in one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+@dataclass(frozen=True)
+class Docs:
+    """What each route can answer besides success, for the OpenAPI document.
+
+    Every route reads the database (503 while it is away); names in the path may name
+    nothing (404). The guard answers 401/403 on writes when there is a token, and on reads
+    too with read_auth.
+    """
+
+    token: bool
+    read_auth: bool
+    max_artifact_bytes: int
+
+    def read(self, *codes: int, named: bool = True) -> dict[str, Any]:
+        """``responses`` and ``openapi_extra`` of a read."""
+        auth = AUTH if self.token and self.read_auth else ()
+        return {
+            "responses": responses(*auth, *((404,) if named else ()), *codes, 503),
+            "openapi_extra": BEARER if auth else None,
+        }
+
+    def write(self, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``responses`` and ``openapi_extra`` of a write (``body``: its request body)."""
+        auth = AUTH if self.token else ()
+        return {
+            "responses": responses(*auth, 404, *codes, 503),
+            "openapi_extra": {**(BEARER if auth else {}), **(body or {})},
+        }
+
+    @staticmethod
+    def created(model: Any, what: str) -> dict[int | str, dict[str, Any]]:
+        """The 201 answer of a route that creates ``what``."""
+        return {201: {"model": model, "description": f"{what} created"}}
