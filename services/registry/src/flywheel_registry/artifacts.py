@@ -6,9 +6,9 @@ storing the same bytes twice is a no-op and every read can be checked against it
 
 from __future__ import annotations
 
-import hashlib
 import re
 
+from flywheel_shared.integrity import check_sha256, sha256_hex
 from flywheel_shared.storage import ObjectStore
 
 from .metrics import INTEGRITY_FAILURES
@@ -47,7 +47,7 @@ class ArtifactStore:
         key = artifact_key(sha256)
         if self.store.exists(key):
             try:
-                if hashlib.sha256(self.store.get(key)).hexdigest() == sha256:
+                if sha256_hex(self.store.get(key)) == sha256:
                     return self.store.uri(key), False
             except FileNotFoundError:
                 pass
@@ -62,12 +62,14 @@ class ArtifactStore:
             raise IntegrityFailure(
                 f"artifact {sha256} is indexed but its bytes are missing"
             ) from exc
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            INTEGRITY_FAILURES.inc()
-            raise IntegrityFailure(f"stored bytes of artifact {sha256} hash to {actual}")
+        check_sha256(data, sha256, lambda actual: _failure(sha256, actual))
         return data
 
     def uri(self, sha256: str) -> str:
         """Where the artifact lives."""
         return self.store.uri(artifact_key(sha256))
+
+
+def _failure(sha256: str, actual: str) -> IntegrityFailure:
+    INTEGRITY_FAILURES.inc()
+    return IntegrityFailure(f"stored bytes of artifact {sha256} hash to {actual}")
