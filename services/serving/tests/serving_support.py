@@ -16,7 +16,7 @@ from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.testing.procs import ServiceProcess
+from flywheel_shared.testing.procs import ServiceProcess, registry_process
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -93,19 +93,7 @@ class Registry:
             "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
             "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
         }
-        self.proc = ServiceProcess(
-            "flywheel_registry",
-            {
-                **self.kafka_env,
-                "FLYWHEEL_STORAGE_URI": str(tmp / "store"),
-                "FLYWHEEL_REGISTRY_PORT": str(port),
-                "FLYWHEEL_REGISTRY_TOKEN": TOKEN,
-                "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
-                "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1",
-            },
-            port,
-            tmp / "registry.log",
-        )
+        self.proc = registry_process(self.kafka_env, tmp, port, TOKEN)
 
     def client(self) -> RegistryClient:
         """A client with write access."""

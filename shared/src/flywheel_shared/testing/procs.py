@@ -166,3 +166,19 @@ def cmdline(pid: int) -> str:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def registry_process(
+    kafka_env: dict[str, str], tmp: Path, port: int, token: str, *, relay_poll_s: float = 0.1
+) -> ServiceProcess:
+    """The registry for a test stack: SQLite and the artifact store under ``tmp``, writes behind
+    ``token``, its outbox relayed every ``relay_poll_s`` (logs in ``tmp/registry.log``)."""
+    env = {
+        **kafka_env,
+        "FLYWHEEL_STORAGE_URI": str(tmp / "store"),
+        "FLYWHEEL_REGISTRY_PORT": str(port),
+        "FLYWHEEL_REGISTRY_TOKEN": token,
+        "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
+        "FLYWHEEL_REGISTRY_RELAY_POLL_S": str(relay_poll_s),
+    }
+    return ServiceProcess("flywheel_registry", env, port, tmp / "registry.log")
