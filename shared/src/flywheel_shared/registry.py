@@ -268,10 +268,16 @@ class RegistryClient:
 
     # -- versions ------------------------------------------------------------------------
 
-    async def register_version(self, model: str, body: VersionCreate) -> ModelVersion:
-        """Register a version (idempotent by ``run_id``)."""
+    async def register_version(
+        self, model: str, body: VersionCreate, *, rollout: bool = False
+    ) -> ModelVersion:
+        """Register a version (idempotent by ``run_id``). With ``rollout`` the registry's rollout
+        policy gives a candidate its first alias (``?rollout=true``; the body names none)."""
         resp = await self._call(
-            "POST", f"/v1/models/{model}/versions", content=body.model_dump_json()
+            "POST",
+            f"/v1/models/{model}/versions",
+            params={"rollout": "true"} if rollout else None,
+            content=body.model_dump_json(),
         )
         return ModelVersion.model_validate(resp.json())
 

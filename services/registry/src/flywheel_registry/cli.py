@@ -24,12 +24,13 @@ from flywheel_shared.registry import (
     RegistryError,
     RegistryUnavailable,
 )
+from flywheel_shared.settings import DEFAULT_REGISTRY_URL
 from flywheel_shared.spec import SpecError, load_spec
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
-DEFAULT_URL = "http://127.0.0.1:8100"
+DEFAULT_URL = DEFAULT_REGISTRY_URL
 
 
 def _actor() -> str:

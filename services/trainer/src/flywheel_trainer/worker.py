@@ -47,21 +47,6 @@ from .domain.evaluation import apply_gates, compute_metrics
 REFERENCE_ROWS = 2000
 
 
-class _Registry(RegistryClient):
-    """The registry client, with the registration the training loop uses."""
-
-    async def register_for_rollout(self, model: str, body: VersionCreate) -> ModelVersion:
-        """Register a version and let the registry's rollout policy give a candidate its
-        first alias (``POST /v1/models/{name}/versions?rollout=true``)."""
-        resp = await self._call(
-            "POST",
-            f"/v1/models/{model}/versions",
-            params={"rollout": "true"},
-            content=body.model_dump_json(),
-        )
-        return ModelVersion.model_validate(resp.json())
-
-
 class TrainJob(BaseModel):
     """What the service asks a worker to do."""
 
@@ -199,7 +184,7 @@ async def train(job: TrainJob) -> TrainResult:
     started = time.perf_counter()
     spec = job.spec
     store = ObjectStore(job.storage_uri)
-    async with _Registry(job.registry_url, job.registry_token, actor="trainer") as client:
+    async with RegistryClient(job.registry_url, job.registry_token, actor="trainer") as client:
         if job.mode == "reproduce":
             assert job.version is not None
             old = await client.get_version(job.model, job.version)
@@ -264,7 +249,7 @@ async def train(job: TrainJob) -> TrainResult:
         )
         ref = await client.upload_artifact(_parquet(reference))
         # The registry's rollout policy picks the first alias (and a canary's weight).
-        registered = await client.register_for_rollout(
+        registered = await client.register_version(
             job.model,
             VersionCreate(
                 run_id=job.run_id,
@@ -280,6 +265,7 @@ async def train(job: TrainJob) -> TrainResult:
                 training_seconds=time.perf_counter() - started,
                 correlation_id=job.correlation_id,
             ),
+            rollout=True,  # the registry's rollout policy gives a candidate its first alias
         )
         return TrainResult(
             status="registered",
