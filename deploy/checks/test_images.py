@@ -1,6 +1,8 @@
 """The images, the charts and the compose file agree: what `make images` tags is what the charts
 and compose.yaml run, on the port and user the charts expect. File checks only (no Docker);
-`make images` itself builds and starts the images."""
+`make images` itself builds and starts the images. The images are the targets of one
+Dockerfile (deploy/images/Dockerfile): each service's instructions are its target's stage and
+the stages it is built `FROM`."""
 
 from __future__ import annotations
 
@@ -15,11 +17,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest", "registry", "trainer", "serving", "monitor"]
-BUILD_SH = ROOT / "deploy" / "images" / "build.sh"
-
-
-def _dockerfile(svc: str) -> str:
-    return (ROOT / "services" / svc / "Dockerfile").read_text()
+IMAGES = ROOT / "deploy" / "images"
+BUILD_SH = IMAGES / "build.sh"
+DOCKERFILE = IMAGES / "Dockerfile"
 
 
 def _chart_file(svc: str, name: str) -> dict[str, Any]:
@@ -55,26 +55,88 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("svc", SERVICES)
-def test_dockerfile_is_multistage_non_root_from_an_argument_base(svc: str) -> None:
-    ins = _instructions(_dockerfile(svc))
+def _stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (what it is built FROM, its instructions after the FROM)."""
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for word, args in _instructions(DOCKERFILE.read_text()):
+        if word == "FROM":
+            base, _, name = args.partition(" AS ")
+            assert name and name not in stages, f"every stage is named, once: FROM {args}"
+            current = []
+            stages[name] = (base, current)
+        elif current is not None:
+            current.append((word, args))
+    return stages
+
+
+def _image(svc: str) -> list[tuple[str, str]]:
+    """The instructions of the image `--target svc` builds: its stage after those it is FROM."""
+    stages = _stages()
+    chain: list[list[tuple[str, str]]] = []
+    name = svc
+    while name in stages:
+        base, ins = stages[name]
+        chain.insert(0, ins)
+        name = base
+    assert name == "${BASE_IMAGE}", name
+    return [i for ins in chain for i in ins]
+
+
+def _image_packages(svc: str) -> list[str]:
+    """Our packages the image installs: what build.sh passes as PACKAGES (deploy/images/lib.sh)."""
+    out = subprocess.run(
+        ["bash", "-c", 'source deploy/images/lib.sh && image_packages "$1"', "-", svc],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.split()
+
+
+def test_dockerfile_is_multistage_from_an_argument_base_one_target_per_service() -> None:
+    ins = _instructions(DOCKERFILE.read_text())
     froms = [args for word, args in ins if word == "FROM"]
     assert ins[0] == ("ARG", "BASE_IMAGE=flywheel/base:bookworm-py3.11")
-    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"], froms
+    assert froms == [
+        "${BASE_IMAGE} AS build",
+        "${BASE_IMAGE} AS runtime",
+        *(f"runtime AS {svc}" for svc in SERVICES),
+    ], froms
+    # Dependencies come from the lock, hash-checked; nothing is fetched; ours are PACKAGES.
+    build = _stages()["build"][1]
+    assert ("ARG", "PACKAGES") in build
+    run = " ".join(" ".join(args for word, args in build if word == "RUN").split())
+    assert "--require-hashes -r /build/requirements.txt" in run
+    assert run.count("--no-index") == 2
+    assert "--no-deps ${PACKAGES}" in run and 'test -n "${PACKAGES}"' in run
+    # The runtime stage takes the venv from the build stage; the targets only from the context.
+    copies = {name: [a for w, a in ins if w == "COPY"] for name, (_, ins) in _stages().items()}
+    assert copies["runtime"] == ["--from=build /opt/venv /opt/venv"]
+    assert not any("--from" in a for svc in SERVICES for a in copies[svc])
+    # build.sh builds each target with its own PACKAGES.
+    build_sh = BUILD_SH.read_text()
+    assert '-f deploy/images/Dockerfile -t "$tag"' in build_sh
+    assert '--target "$svc"' in build_sh
+    assert '--build-arg "PACKAGES=$(image_packages "$svc")"' in build_sh
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_image_is_non_root_installs_its_packages_and_runs_its_module(svc: str) -> None:
+    ins = _image(svc)
     users = [args for word, args in ins if word == "USER"]
     assert users == ["10001:10001"]
     assert _values(svc)["podSecurityContext"]["runAsUser"] == 10001
-    # Dependencies come from the lock, hash-checked; nothing is fetched.
-    run = " ".join(args for word, args in ins if word == "RUN")
-    assert "--require-hashes -r /build/requirements.txt" in run
-    assert run.count("--no-index") == 2
-    assert f"flywheel-{svc}" in run and "flywheel-shared" in run
-    assert ("CMD", f'["python", "-m", "flywheel_{svc}"]') in ins
+    packages = _image_packages(svc)
+    assert f"flywheel-{svc}" in packages and "flywheel-shared" in packages, packages
+    cmds = [args for word, args in ins if word == "CMD"]
+    assert cmds == [f'["python", "-m", "flywheel_{svc}"]'], cmds
 
 
 @pytest.mark.parametrize("svc", SERVICES)
 def test_image_port_and_healthcheck_match_the_chart(svc: str) -> None:
-    ins = _instructions(_dockerfile(svc))
+    ins = _image(svc)
     port = _values(svc)["containerPort"]
     assert ("EXPOSE", str(port)) in ins
     health = [args for word, args in ins if word == "HEALTHCHECK"]

@@ -89,14 +89,6 @@ base() {
 }
 
 # --- build contexts ------------------------------------------------------------------------------
-own_packages() {  # workspace members the image installs (mirrors the Dockerfile's list)
-  case $1 in
-    ingest) echo "shared examples/fraud services/ingest" ;;
-    trainer) echo "shared examples/fraud services/trainer" ;;
-    *) echo "shared services/$1" ;;
-  esac
-}
-
 context() {  # context SERVICE -> $STATE/ctx/SERVICE
   local svc=$1 ctx=$STATE/ctx/$1 extras=(--extra s3)
   [[ $svc == monitor && -n $EXTRAS ]] && extras+=(--extra "$EXTRAS")
@@ -112,11 +104,13 @@ context() {  # context SERVICE -> $STATE/ctx/SERVICE
     $UV build --quiet --wheel --out-dir "$ctx/wheels" "$member" >/dev/null 2>&1 \
       || $UV build --wheel --out-dir "$ctx/wheels" "$member"
   done
-  case $svc in
-    ingest) mkdir -p "$ctx/examples" && for spec in examples/*/flywheel.yaml; do
-              mkdir -p "$ctx/$(dirname "$spec")" && cp "$spec" "$ctx/$spec"; done ;;
-    trainer) cp uv.lock "$ctx/uv.lock" ;;
-  esac
+  # The files the ingest and trainer targets copy, in every context: the legacy builder builds
+  # every target before the one asked for (BuildKit only those it needs).
+  local spec
+  for spec in examples/*/flywheel.yaml; do
+    mkdir -p "$ctx/$(dirname "$spec")" && cp "$spec" "$ctx/$spec"
+  done
+  cp uv.lock "$ctx/uv.lock"
 }
 
 # --- main ------------------------------------------------------------------------------------------
@@ -135,15 +129,15 @@ for svc in "${SERVICES[@]}"; do
   log "$svc: preparing the build context (lock export, wheels)"
   context "$svc"
   log "$svc: docker build -> $tag (base $BASE)"
-  docker build --network none --quiet \
-    --build-arg "BASE_IMAGE=$BASE" \
+  docker build --network none --quiet --target "$svc" \
+    --build-arg "BASE_IMAGE=$BASE" --build-arg "PACKAGES=$(image_packages "$svc")" \
     --label "org.opencontainers.image.title=flywheel-$svc" \
     --label "org.opencontainers.image.version=$version" \
     --label "org.opencontainers.image.revision=$REVISION" \
     --label "org.opencontainers.image.created=$CREATED" \
     --label "org.opencontainers.image.licenses=Apache-2.0" \
     --label "org.opencontainers.image.base.name=$BASE" \
-    -f "services/$svc/Dockerfile" -t "$tag" "$STATE/ctx/$svc" >"$STATE/build-$svc.log" 2>&1 \
+    -f deploy/images/Dockerfile -t "$tag" "$STATE/ctx/$svc" >"$STATE/build-$svc.log" 2>&1 \
     || { tail -30 "$STATE/build-$svc.log"; die "$svc: docker build failed (log: $STATE/build-$svc.log)"; }
   # The image starts: its package imports and the CLI answer, as the non-root user, read-only.
   docker run --rm --network none --read-only --tmpfs /tmp "$tag" \

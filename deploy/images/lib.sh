@@ -1,4 +1,5 @@
-# Sourced by deploy/images/{build,smoke}.sh: `version_of`, `free_port`, and `engine`, which
+# Sourced by deploy/images/{build,smoke}.sh: `version_of`, `own_packages`, `image_packages`,
+# `free_port`, and `engine`, which
 # makes sure a Docker engine answers. Where
 # none does but dockerd is installed (or installable from Debian, as root), it starts a private
 # dockerd without touching the firewall (--iptables=false, no bridge: builds run with
@@ -7,6 +8,21 @@
 version_of() {  # the version in services/<svc>/pyproject.toml (the image tag)
   python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "services/$1/pyproject.toml"
+}
+
+own_packages() {  # the workspace members an image installs (built as wheels into its context)
+  case $1 in
+    ingest) echo "shared examples/fraud services/ingest" ;;
+    trainer) echo "shared examples/fraud services/trainer" ;;
+    *) echo "shared services/$1" ;;
+  esac
+}
+
+image_packages() {  # their distribution names: the Dockerfile's PACKAGES for that image
+  local members=()
+  read -r -a members <<<"$(own_packages "$1")"
+  python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(f"{m}/pyproject.toml", "rb"))["project"]["name"] for m in sys.argv[1:]))' \
+    "${members[@]}"
 }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
