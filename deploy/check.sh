@@ -40,7 +40,7 @@ fi
 step "GitOps: Argo CD AppProject, ApplicationSet and Applications against their schemas"
 bash deploy/tools/kubeconform.sh deploy/gitops/*.yaml
 
-step "images: Dockerfiles, chart image names and ports, compose.yaml agree"
+step "images: the Dockerfile's targets, chart image names and ports, compose.yaml agree"
 $RUN pytest -q -p no:cacheprovider deploy/checks/test_images.py
 
 step "compose: docker compose config (the compose file and its interpolations)"
