@@ -10,13 +10,13 @@ from typing import Any
 
 import pandas as pd
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import ServiceProcess, registry_process
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.testing.procs import ServiceProcess, registry_process
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[3]
