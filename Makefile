@@ -21,10 +21,10 @@ up-explore: install ## The demo, then keep the stack up with the commands to exp
 	$(RUN) flywheel up --keep-running $(UP_ARGS)
 
 kafka: install ## Start a local Kafka 4.x broker (KRaft) on 127.0.0.1:$(KAFKA_PORT), jars from Maven Central
-	$(RUN) python -m flywheel_shared.devkafka start --port $(KAFKA_PORT)
+	$(RUN) python -m flywheel_devkit.kafka start --port $(KAFKA_PORT)
 
 kafka-stop: install ## Stop the local Kafka broker
-	$(RUN) python -m flywheel_shared.devkafka stop
+	$(RUN) python -m flywheel_devkit.kafka stop
 
 ingest: install ## Run the ingest service in the foreground (needs Kafka)
 	$(RUN) python -m flywheel_ingest
@@ -41,7 +41,7 @@ serving: install ## Run serving (BentoML) in the foreground on :8000 (needs the 
 test: install ## Run lint, type checks, the schema check, unit and integration tests (real Kafka)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src deploy/local/src
+	$(RUN) mypy shared/src services/ingest/src services/trainer/src services/registry/src services/serving/src services/monitor/src examples/fraud/src deploy/local/src deploy/devkit/src
 	$(RUN) flywheel schemas --check
 	$(RUN) pytest -m "not integration"
 	$(RUN) pytest -m "integration and not kube and not faults"

@@ -36,7 +36,7 @@ It measures, it does not judge: nothing here fails on a low number.
                                   [--workers 1] [--rounds 3] [--cores 1]
                                   [--bootstrap HOST:PORT] [--json out.json]
 
-Without ``--bootstrap`` a broker is started (``flywheel_shared.testing.kafka.acquire_broker``:
+Without ``--bootstrap`` a broker is started (``flywheel_devkit.testing.kafka.acquire_broker``:
 ``FLYWHEEL_KAFKA_BOOTSTRAP`` if set, else Docker if it answers, else a local JVM broker) and
 stopped at the end. ``FLYWHEEL_KAFKA_*`` / ``FLYWHEEL_INGEST_*`` variables in the environment
 reach both the ceiling producer and the ingest processes (e.g. ``FLYWHEEL_KAFKA_COMPRESSION``).
@@ -75,15 +75,15 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_ingest.contracts import load_spec_files
 from flywheel_ingest.settings import IngestSettings
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import RecordsValidated, encode_event
 from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.settings import KafkaSettings
-from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 from flywheel_shared.validation import ContractValidator
 

@@ -115,9 +115,11 @@ import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     DriftDetected,
     Label,
@@ -132,8 +134,6 @@ from flywheel_shared.modelio import dump_model, load_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[1]

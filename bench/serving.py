@@ -67,9 +67,9 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 from serving_support import Registry, fraud_spec, records, register, trained  # noqa: E402
 
-from flywheel_shared.devkafka import pick_free_port  # noqa: E402
-from flywheel_shared.testing.kafka import acquire_broker  # noqa: E402
-from flywheel_shared.testing.procs import ServiceProcess  # noqa: E402
+from flywheel_devkit.kafka import pick_free_port  # noqa: E402
+from flywheel_devkit.testing.kafka import acquire_broker  # noqa: E402
+from flywheel_devkit.testing.procs import ServiceProcess  # noqa: E402
 
 TOOLS = ROOT / ".bench" / "tools"
 OHA = TOOLS / "bin" / "oha"

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_shared.spec import ModelSpec
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,12 +36,12 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import FailureGroup
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
-from flywheel_shared.testing.procs import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,17 +22,17 @@ from aiokafka.errors import KafkaConnectionError
 from e2e_support import Stack, fraud_spec
 from test_training_loop import post_records
 
+from flywheel_devkit.kafka import SCRAM_MECHANISM, KafkaSecurity, LocalKafka, pick_free_port
+from flywheel_devkit.testing.kafka import start_local_broker
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess, metric_sum
+from flywheel_devkit.testing.waiting import eventually
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import SCRAM_MECHANISM, KafkaSecurity, LocalKafka, pick_free_port
 from flywheel_shared.events import Event, ModelVersionRegistered, PredictionsLogged
 from flywheel_shared.kafka.admin import ensure_topics
 from flywheel_shared.kafka.problems import connection_problem
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.settings import KafkaSettings
-from flywheel_shared.testing.kafka import start_local_broker
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess, metric_sum
-from flywheel_shared.testing.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

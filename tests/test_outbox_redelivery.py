@@ -25,14 +25,14 @@ import pandas as pd
 import pytest
 from e2e_support import fraud_spec
 
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_local.stack import LocalStack
 from flywheel_shared.events import Event, ModelAliasChanged
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -48,10 +48,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from e2e_support import HERE, ROOT
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     BatchCommitted,
     DeadLetter,
@@ -76,7 +77,6 @@ from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TOPICS, TopicNamer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from e2e_support import Stack, fraud_spec
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import ModelVersionRegistered
 from flywheel_shared.registry import RegistryClient
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

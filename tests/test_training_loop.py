@@ -15,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 from e2e_support import ROOT, Stack, fraud_spec
 
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.postgres import UNAVAILABLE, fresh_database
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import (
     BatchCommitted,
@@ -28,8 +30,6 @@ from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.spec import ModelSpec
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.postgres import UNAVAILABLE, fresh_database
 from flywheel_trainer.cli import train_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel_shared.testing.kube import KubeAPI
+from flywheel_devkit.testing.kube import KubeAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = (

@@ -36,7 +36,7 @@ cleanup() {
   fi
   (( ${#CONTAINERS[@]} )) && docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1 || true
   docker volume rm "$VOLUME" >/dev/null 2>&1 || true
-  $RUN python -m flywheel_shared.devkafka stop --data-dir "$KAFKA_DIR" >/dev/null 2>&1 || true
+  $RUN python -m flywheel_devkit.kafka stop --data-dir "$KAFKA_DIR" >/dev/null 2>&1 || true
   rm -rf "$KAFKA_DIR"
   stop_dockerd
   exit "$rc"
@@ -51,7 +51,7 @@ for svc in ingest registry trainer serving monitor; do
 done
 
 log "a Kafka broker (KRaft) on the host"
-KAFKA=$($RUN python -m flywheel_shared.devkafka start --port 0 --data-dir "$KAFKA_DIR")
+KAFKA=$($RUN python -m flywheel_devkit.kafka start --port 0 --data-dir "$KAFKA_DIR")
 log "kafka at $KAFKA, topic prefix $PREFIX"
 
 declare -A PORT

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel_shared.devkafka import KafkaStartError
-from flywheel_shared.testing import kafka as broker
+from flywheel_devkit.kafka import KafkaStartError
+from flywheel_devkit.testing import kafka as broker
 
 
 class PullRefused(Exception):

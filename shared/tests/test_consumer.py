@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from flywheel_devkit.testing.kafka_io import read_events
 from flywheel_shared.events import (
     DeadLetter,
     Event,
@@ -30,7 +31,6 @@ from flywheel_shared.kafka.consumer import (
 )
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.settings import KafkaSettings
-from flywheel_shared.testing.kafka_io import read_events
 
 pytestmark = pytest.mark.integration
 

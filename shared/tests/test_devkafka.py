@@ -17,11 +17,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flywheel_shared.devkafka import KafkaStartError, LocalKafka, pick_free_port
+from flywheel_devkit.kafka import KafkaStartError, LocalKafka, pick_free_port
 
 pytestmark = pytest.mark.integration
 
-_CLI = [sys.executable, "-m", "flywheel_shared.devkafka"]
+_CLI = [sys.executable, "-m", "flywheel_devkit.kafka"]
 
 
 def _java_pids_for(data_dir: Path) -> list[int]:

@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flywheel_shared.devkafka import (
+from flywheel_devkit.kafka import (
     SCRAM_MECHANISM,
     KafkaSecurity,
     KafkaStartError,
     LocalKafka,
-    _build_parser,
-    main,
     parse_scram_user,
 )
+from flywheel_devkit.kafka.cli import _build_parser, main
 
 
 def test_user_password_pairs_parse_and_the_password_may_hold_colons() -> None:
@@ -199,7 +198,7 @@ async def test_cli_starts_a_sasl_ssl_broker_that_keeps_its_ca_and_users_across_r
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "kafka"
-    cli = [sys.executable, "-m", "flywheel_shared.devkafka"]
+    cli = [sys.executable, "-m", "flywheel_devkit.kafka"]
     flags = ["--data-dir", str(data), "--sasl-scram", "alice:pw-alice", "--tls"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

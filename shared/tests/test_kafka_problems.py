@@ -7,7 +7,7 @@ import ssl
 import pytest
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_devkit.kafka import pick_free_port
 from flywheel_shared.kafka.problems import KafkaUnavailable, connection_problem, explain
 from flywheel_shared.runtime import KafkaRuntime
 from flywheel_shared.settings import KafkaSettings

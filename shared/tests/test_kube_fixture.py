@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel_shared.testing.kube import KubeAPI, KubeToolsMissing, start_kube
+from flywheel_devkit.testing.kube import KubeAPI, KubeToolsMissing, start_kube
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
 

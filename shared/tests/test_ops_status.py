@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from click.testing import CliRunner
 from rich.console import Console
 
+from flywheel_devkit.kafka import pick_free_port
 from flywheel_shared.cli import main
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     DriftDetected,
     ModelAliasChanged,

@@ -13,8 +13,8 @@ from uuid import UUID
 import pytest
 from click.testing import CliRunner
 
+from flywheel_devkit.kafka import pick_free_port
 from flywheel_shared.cli import main
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     BatchCommitted,
     DriftDetected,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from flywheel_devkit.testing.waiting import eventually
 from flywheel_shared.events import ModelAliasChanged, ModelVersionRegistered
 from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import (
@@ -21,7 +22,6 @@ from flywheel_shared.registry import (
     RegistryUnavailable,
 )
 from flywheel_shared.spec import DatasetContract, ModelSpec, load_spec
-from flywheel_shared.testing.waiting import eventually
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "examples" / "fraud" / "flywheel.yaml")
 NOW = datetime.now(UTC)

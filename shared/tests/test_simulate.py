@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from flywheel_devkit.simulate import Runner, simulators
 from flywheel_shared.events import Label
-from flywheel_shared.simulate import Runner, simulators
 
 
 class Sink:
@@ -39,7 +39,7 @@ async def test_runner_sends_count_and_every_held_back_label_later() -> None:
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://ingest:21", "ingest:8000"])
 def test_the_http_sink_takes_only_http_urls(url: str) -> None:
-    from flywheel_shared.simulate import HttpSink
+    from flywheel_devkit.simulate import HttpSink
 
     with pytest.raises(ValueError, match="must be http:// or https://"):
         HttpSink(url)

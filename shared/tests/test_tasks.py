@@ -7,8 +7,8 @@ import uuid
 
 from prometheus_client import REGISTRY
 
+from flywheel_devkit.testing.waiting import eventually
 from flywheel_shared.tasks import Supervised
-from flywheel_shared.testing.waiting import eventually
 
 SLACK = 0.005  # the event loop's clock may fire a timer this much early
 

@@ -42,11 +42,12 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from flywheel_devkit.kafka import LocalKafka
+from flywheel_devkit.testing.procs import cmdline, descendants, metric_sum
 from flywheel_local.record import RunRecord, loop_latency
 from flywheel_local.scenario import Observer, Scenario, Traffic, bring_up, demo_spec, run
 from flywheel_local.stack import SERVICES, LocalStack
 from flywheel_shared.datasets import Manifest
-from flywheel_shared.devkafka import LocalKafka
 from flywheel_shared.events import (
     Event,
     ModelAliasChanged,
@@ -56,7 +57,6 @@ from flywheel_shared.events import (
 )
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.procs import cmdline, descendants, metric_sum
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 // Command kube-apiserver is k8s.io/kubernetes/cmd/kube-apiserver built as a dependency, so that
 // a plain module build works (upstream's own replace directives block `go install`). Flywheel's
-// tests run it against a local etcd (see shared/src/flywheel_shared/testing/kube.py).
+// tests run it against a local etcd (see deploy/devkit/src/flywheel_devkit/testing/kube.py).
 package main
 
 import (

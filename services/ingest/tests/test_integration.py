@@ -22,9 +22,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from flywheel_devkit.kafka import LocalKafka, pick_free_port
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess, metric_sum
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
-from flywheel_shared.devkafka import LocalKafka, pick_free_port
 from flywheel_shared.events import (
     BatchCommitted,
     DeadLetter,
@@ -36,8 +38,6 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess, metric_sum
 from flywheel_shared.topics import TopicNamer
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from flywheel_devkit.simulate import HttpSink
 from flywheel_ingest.cli import _Client
-from flywheel_shared.simulate import HttpSink
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import RegistryStack, ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     DeadLetter,
     Event,
@@ -35,7 +36,6 @@ from flywheel_shared.events import (
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.testing.procs import ServiceProcess, registry_process
 from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -208,36 +208,21 @@ def labels(rows: Sequence[dict[str, Any]], *, batch: int = 200) -> list[LabelsRe
     return out
 
 
-class Stack:
+class Stack(RegistryStack):
     """A registry process and the environment of monitor processes on one topic prefix."""
 
     def __init__(self, bootstrap: str, tmp: Path) -> None:
-        self.bootstrap = bootstrap
-        self.tmp = tmp
-        self.prefix = f"m{uuid.uuid4().hex[:8]}"
-        self.topics = TopicNamer(self.prefix)
-        port = pick_free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.kafka_env = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        }
-        self.registry = registry_process(self.kafka_env, tmp, port, TOKEN)
-
-    def client(self) -> RegistryClient:
-        """A registry client with write access."""
-        return RegistryClient(self.url, TOKEN)
+        super().__init__(bootstrap, tmp, TOKEN, prefix_letter="m")
 
     def monitor(
         self, name: str = "monitor-1", *, app_id: str = "monitor", **env: str
     ) -> ServiceProcess:
         """A monitor worker process (not started)."""
         port = pick_free_port()
-        return ServiceProcess(
+        return self.service(
             "flywheel_monitor",
+            port,
             {
-                **self.kafka_env,
                 "FLYWHEEL_STORAGE_URI": str(self.tmp / "store"),
                 "FLYWHEEL_MONITOR_PORT": str(port),
                 "FLYWHEEL_MONITOR_REGISTRY_URL": self.url,
@@ -249,7 +234,6 @@ class Stack:
                 "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": "0",
                 **env,
             },
-            port,
             self.tmp / f"{name}.log",
         )
 

@@ -33,6 +33,7 @@ from monitor_support import (
 )
 from sklearn.metrics import roc_auc_score
 
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import (
     DeadLetter,
@@ -41,7 +42,6 @@ from flywheel_shared.events import (
     RetrainRequested,
     RolloutVerdict,
 )
-from flywheel_shared.testing.procs import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -29,8 +29,8 @@ from monitor_support import (
     wait_for,
 )
 
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_shared.events import DriftDetected, RetrainRequested
-from flywheel_shared.testing.procs import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODELS = ("w-cov", "w-concept")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from flywheel_devkit.testing.postgres import UNAVAILABLE, fresh_database
 from flywheel_registry.db import make_engine
 from flywheel_registry.migrate import upgrade
 from flywheel_registry.store import RegistryStore
-from flywheel_shared.testing.postgres import UNAVAILABLE, fresh_database
 
 
 def _database(request: pytest.FixtureRequest, sqlite_dir: Path) -> Iterator[str]:

@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_registry.artifacts import artifact_key
 from flywheel_registry.cli import models as models_cli
 from flywheel_registry.migrate import head_revision
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.events import (
     Event,
     ModelAliasChanged,
@@ -31,8 +33,6 @@ from flywheel_shared.events import (
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.registry import RegistryClient, RegistryError
 from flywheel_shared.settings import KafkaSettings
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess
 from flywheel_shared.topics import TopicNamer
 
 from .registry_support import spec_text, unique, version_body

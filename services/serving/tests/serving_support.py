@@ -10,14 +10,13 @@ from typing import Any
 
 import pandas as pd
 
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.procs import RegistryStack, ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
-from flywheel_shared.devkafka import pick_free_port
 from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.testing.procs import ServiceProcess, registry_process
-from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "test-token"
@@ -79,33 +78,24 @@ async def register(
     return version
 
 
-class Registry:
+class Registry(RegistryStack):
     """A real registry process on its own topic prefix and store."""
 
     def __init__(self, bootstrap: str, tmp: Path) -> None:
-        self.bootstrap = bootstrap
-        self.prefix = f"s{uuid.uuid4().hex[:8]}"
-        self.topics = TopicNamer(self.prefix)
-        port = pick_free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.kafka_env = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        }
-        self.proc = registry_process(self.kafka_env, tmp, port, TOKEN)
+        super().__init__(bootstrap, tmp, TOKEN, prefix_letter="s")
 
-    def client(self) -> RegistryClient:
-        """A client with write access."""
-        return RegistryClient(self.url, TOKEN)
+    @property
+    def proc(self) -> ServiceProcess:
+        """The registry's process (not started)."""
+        return self.registry
 
     def serving(self, tmp: Path, *, workers: int = 2, **env: str) -> ServiceProcess:
         """A serving process (not started) reading this registry."""
         port = pick_free_port()
-        return ServiceProcess(
+        return self.service(
             "flywheel_serving",
+            port,
             {
-                **self.kafka_env,
                 "BENTOML_DO_NOT_TRACK": "true",
                 "BENTOML_HOME": str(tmp / "bentoml"),
                 "FLYWHEEL_SERVING_PORT": str(port),
@@ -115,6 +105,5 @@ class Registry:
                 "FLYWHEEL_SERVING_LOG_FLUSH_S": "0.05",
                 **env,
             },
-            port,
             tmp / f"serving-{port}.log",
         )

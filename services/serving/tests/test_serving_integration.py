@@ -15,11 +15,11 @@ import pytest
 from multidict import CIMultiDict
 from serving_support import Registry, fraud_spec, records, register, trained
 
+from flywheel_devkit.kafka import LocalKafka
+from flywheel_devkit.testing.kafka_io import read_events
+from flywheel_devkit.testing.procs import ServiceProcess, metric_sum
 from flywheel_serving.domain.routing import bucket
-from flywheel_shared.devkafka import LocalKafka
 from flywheel_shared.events import Event, ModelAliasChanged, PredictionsLogged
-from flywheel_shared.testing.kafka_io import read_events
-from flywheel_shared.testing.procs import ServiceProcess, metric_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WORKERS = 2

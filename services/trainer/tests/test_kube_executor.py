@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from flywheel_devkit.testing.kube import KubeAPI
 from flywheel_shared.spec import load_spec
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.testing.kube import KubeAPI
 from flywheel_trainer.kube import KubernetesExecutor, job_name
 from flywheel_trainer.settings import TrainerSettings
 from flywheel_trainer.worker import TrainJob, TrainResult

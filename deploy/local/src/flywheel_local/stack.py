@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_shared.settings import KafkaSettings
-from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker
-from flywheel_shared.testing.procs import ServiceProcess
 
 SERVICES = ("registry", "ingest", "trainer", "serving", "monitor")
 

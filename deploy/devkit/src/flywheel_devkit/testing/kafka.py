@@ -6,7 +6,7 @@ Order of preference (first that works wins):
 2. A Docker engine answers a ping within 2 s: an ``apache/kafka:4.1.1`` container (KRaft).
    When that container cannot be pulled or started (an offline laptop, no registry mirror,
    an engine error), one line says why and step 3 is taken instead.
-3. Otherwise: :class:`~flywheel_shared.devkafka.LocalKafka`, a JVM broker on a free port
+3. Otherwise: :class:`~flywheel_devkit.kafka.LocalKafka`, a JVM broker on a free port
    in a temporary data directory (jars are fetched once with Maven and cached).
 
 ``FLYWHEEL_KAFKA_BACKEND=local|container`` skips the auto-detection of step 2/3 (with
@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from flywheel_shared.devkafka import (
+from flywheel_devkit.kafka import (
     KafkaSecurity,
     KafkaStartError,
     LocalKafka,

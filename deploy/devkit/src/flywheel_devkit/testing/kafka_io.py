@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from ..events import Event, parse_event
+from flywheel_shared.events import Event, parse_event
 
 
 async def read_events(

@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flywheel_shared.testing.kafka import BrokerHandle, acquire_broker, start_local_broker
+from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker, start_local_broker
 
 if TYPE_CHECKING:
-    from flywheel_shared.devkafka import LocalKafka
-    from flywheel_shared.testing.kube import KubeAPI
+    from flywheel_devkit.kafka import LocalKafka
+    from flywheel_devkit.testing.kube import KubeAPI
 
 # --------------------------------------------------------------------------------------
 # Kafka broker
 #
-# One broker per test session, chosen by flywheel_shared.testing.kafka.acquire_broker:
+# One broker per test session, chosen by flywheel_devkit.testing.kafka.acquire_broker:
 # $FLYWHEEL_KAFKA_BOOTSTRAP, else an apache/kafka container if Docker answers, else a
-# local JVM broker (flywheel_shared.devkafka.LocalKafka). Started lazily: sessions
+# local JVM broker (flywheel_devkit.kafka.LocalKafka). Started lazily: sessions
 # without Kafka tests never pay for it. Tests must use unique topic/group names.
 # --------------------------------------------------------------------------------------
 
@@ -61,9 +61,9 @@ def restartable_kafka(kafka_broker: BrokerHandle) -> Iterator[LocalKafka]:
 # --------------------------------------------------------------------------------------
 # PostgreSQL
 #
-# One server per test session, chosen by flywheel_shared.testing.postgres.postgres_server:
+# One server per test session, chosen by flywheel_devkit.testing.postgres.postgres_server:
 # $FLYWHEEL_TEST_POSTGRES_URL, else a throwaway cluster from Debian's server binaries,
-# else None (tests then skip with flywheel_shared.testing.postgres.UNAVAILABLE). Started
+# else None (tests then skip with flywheel_devkit.testing.postgres.UNAVAILABLE). Started
 # lazily. Tests should create their own database (or tables) in it.
 # --------------------------------------------------------------------------------------
 
@@ -71,7 +71,7 @@ def restartable_kafka(kafka_broker: BrokerHandle) -> Iterator[LocalKafka]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str | None]:
     """SQLAlchemy URL (``postgresql+psycopg://...``) of the session's PostgreSQL, or None."""
-    from flywheel_shared.testing.postgres import postgres_server
+    from flywheel_devkit.testing.postgres import postgres_server
 
     with postgres_server() as url:
         yield url
@@ -83,7 +83,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
 
     Needs the binaries ``deploy/tools/install.sh`` builds; without them it fails, saying so.
     """
-    from flywheel_shared.testing.kube import start_kube
+    from flywheel_devkit.testing.kube import start_kube
 
     api = start_kube(tmp_path_factory.mktemp("kube"))
     try:

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from .events import Label, LabelsReceived, RawRecords
-from .kafka.producer import EventProducer
+from flywheel_shared.events import Label, LabelsReceived, RawRecords
+from flywheel_shared.kafka.producer import EventProducer
 
 
 class Simulator(Protocol):

@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_devkit.kafka import pick_free_port
 
 __all__ = [
     "KubeAPI",

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel_shared.devkafka import pick_free_port
+from flywheel_devkit.kafka import pick_free_port
 
 __all__ = ["UNAVAILABLE", "PostgresServer", "find_bindir", "postgres_server"]
 
