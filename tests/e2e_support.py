@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from flywheel_devkit.kafka import pick_free_port
-from flywheel_devkit.testing.procs import ServiceProcess
+from flywheel_local.stack import LocalStack
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.topics import TopicNamer
 
@@ -29,8 +28,13 @@ def fraud_spec(name: str = "fraud", **training: Any) -> tuple[ModelSpec, dict[st
     return ModelSpec.model_validate(data), data
 
 
-class Stack:
-    """Registry, ingest and trainer processes sharing one topic prefix and one store."""
+class Stack(LocalStack):
+    """Registry, ingest and trainer processes sharing one topic prefix and one store.
+
+    The local stack's launcher (``flywheel_local.stack.LocalStack``) with three of its five
+    services, a fresh prefix, a fixed token and faster trainer polling; tests build serving
+    and the monitor themselves where they need them.
+    """
 
     def __init__(
         self,
@@ -39,60 +43,26 @@ class Stack:
         database_url: str | None = None,
         trainer_env: dict[str, str] | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(
+            run_dir=tmp,
+            bootstrap=bootstrap,
+            prefix=f"e{uuid.uuid4().hex[:8]}",
+            token="test-token",
+            env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
+            services=("registry", "ingest", "trainer"),
+            database_url=database_url,
+            service_env={
+                "trainer": {
+                    "FLYWHEEL_TRAINER_SPEC_REFRESH_S": "1",
+                    "FLYWHEEL_TRAINER_RETRY_S": "1",
+                    **(trainer_env or {}),
+                }
+            },
+        )
         self.tmp = tmp
-        self.prefix = f"e{uuid.uuid4().hex[:8]}"
         self.topics = TopicNamer(self.prefix)
         self.store = tmp / "store"
-        self.token = "test-token"
-        common = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "FLYWHEEL_STORAGE_URI": str(self.store),
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        }
-        reg_port, ingest_port, trainer_port = pick_free_port(), pick_free_port(), pick_free_port()
-        self.registry_url = f"http://127.0.0.1:{reg_port}"
-        self.registry = ServiceProcess(
-            "flywheel_registry",
-            {
-                **common,
-                "FLYWHEEL_REGISTRY_PORT": str(reg_port),
-                "FLYWHEEL_REGISTRY_TOKEN": self.token,
-                "FLYWHEEL_REGISTRY_DATABASE_URL": database_url
-                or f"sqlite:///{tmp / 'registry.db'}",
-                "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.2",
-            },
-            reg_port,
-            tmp / "registry.log",
-        )
-        self.ingest = ServiceProcess(
-            "flywheel_ingest",
-            {
-                **common,
-                "FLYWHEEL_INGEST_PORT": str(ingest_port),
-                "FLYWHEEL_INGEST_REGISTRY_URL": self.registry_url,
-                "FLYWHEEL_INGEST_SEGMENT_SECONDS": "1",
-            },
-            ingest_port,
-            tmp / "ingest.log",
-        )
-        self.trainer = ServiceProcess(
-            "flywheel_trainer",
-            {
-                **common,
-                "FLYWHEEL_TRAINER_PORT": str(trainer_port),
-                "FLYWHEEL_TRAINER_REGISTRY_URL": self.registry_url,
-                "FLYWHEEL_TRAINER_REGISTRY_TOKEN": self.token,
-                "FLYWHEEL_TRAINER_SPEC_REFRESH_S": "1",
-                "FLYWHEEL_TRAINER_RETRY_S": "1",
-                **(trainer_env or {}),
-            },
-            trainer_port,
-            tmp / "trainer.log",
-        )
-
-    def stop(self) -> None:
-        for proc in (self.trainer, self.ingest, self.registry):
-            proc.stop()
+        self.registry_url = self.url("registry")
+        self.registry = self.procs["registry"]
+        self.ingest = self.procs["ingest"]
+        self.trainer = self.procs["trainer"]

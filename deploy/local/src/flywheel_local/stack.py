@@ -34,6 +34,9 @@ class LocalStack:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     serving_workers: int = 1
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every service
+    services: tuple[str, ...] = SERVICES  # the ones to run (in start order), e.g. a test's subset
+    database_url: str | None = None  # the registry's; SQLite in the run directory when None
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, last
     procs: dict[str, ServiceProcess] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -52,7 +55,8 @@ class LocalStack:
         own = {
             "registry": {
                 "FLYWHEEL_REGISTRY_TOKEN": self.token,
-                "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{self.run_dir / 'registry.db'}",
+                "FLYWHEEL_REGISTRY_DATABASE_URL": self.database_url
+                or f"sqlite:///{self.run_dir / 'registry.db'}",
                 "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.2",
             },
             "ingest": {
@@ -83,10 +87,15 @@ class LocalStack:
                 "FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP": "20000",
             },
         }
-        for name in SERVICES:
+        for name in self.services:
             self.procs[name] = ServiceProcess(
                 f"flywheel_{name}",
-                {**common, f"FLYWHEEL_{name.upper()}_PORT": str(ports[name]), **own[name]},
+                {
+                    **common,
+                    f"FLYWHEEL_{name.upper()}_PORT": str(ports[name]),
+                    **own[name],
+                    **self.service_env.get(name, {}),
+                },
                 ports[name],
                 self.run_dir / "logs" / f"{name}.log",
             )
@@ -112,16 +121,16 @@ class LocalStack:
             if on_ready:
                 on_ready(name)
 
-        await asyncio.gather(*(one(n) for n in SERVICES if n != "registry"))
+        await asyncio.gather(*(one(n) for n in self.services if n != "registry"))
 
     def stop(self) -> None:
         """SIGTERM every process started here, the registry last."""
-        for name in reversed(SERVICES):
+        for name in reversed(self.services):
             self.procs[name].stop()
 
     def cli_env(self) -> dict[str, str]:
         """The environment the ``flywheel`` commands read to find this stack."""
-        out = {f"FLYWHEEL_{name.upper()}_URL": self.procs[name].url for name in SERVICES}
+        out = {f"FLYWHEEL_{name.upper()}_URL": self.procs[name].url for name in self.services}
         out.update(
             {
                 "FLYWHEEL_KAFKA_BOOTSTRAP": self.bootstrap,
