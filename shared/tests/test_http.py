@@ -114,3 +114,28 @@ def test_two_different_schemas_under_one_name_are_refused() -> None:
     }
     with pytest.raises(ValueError, match="'T'"):
         hoist_schemas(doc)
+
+
+def test_run_service_exits_2_on_unsafe_settings_and_serves_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flywheel_shared.http as http
+    from flywheel_shared.auth import UnsafeSettings
+    from flywheel_shared.settings import ServiceSettings
+
+    served: list[FastAPI] = []
+    monkeypatch.setattr(http, "serve", lambda app, settings: served.append(app))
+    monkeypatch.setattr(http, "setup_logging", lambda *a, **k: None)
+    settings = ServiceSettings()
+
+    def unsafe(_: ServiceSettings) -> FastAPI:
+        raise UnsafeSettings("production needs a token")
+
+    with pytest.raises(SystemExit) as exit_info:
+        http.run_service("demo", settings, unsafe)
+    assert exit_info.value.code == 2 and not served
+    assert "flywheel-demo: production needs a token" in capsys.readouterr().err
+
+    app = FastAPI()
+    http.run_service("demo", settings, lambda _: app)
+    assert served == [app]

@@ -9,9 +9,12 @@ the body a route reads itself (raw and size-limited, so FastAPI cannot infer it)
 from __future__ import annotations
 
 import inspect
+import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -23,7 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
+from .logging import setup_logging
 from .settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
 
 HTTP_REQUESTS = Counter(
     "flywheel_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -466,3 +472,44 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         timeout_graceful_shutdown=20,
     )
+
+
+def service_app(
+    service: str,
+    runtime: Any,
+    checks: dict[str, ReadinessCheck],
+    *,
+    title: str,
+    description: str = "",
+    bearer: bool = False,
+    encoded_slashes: bool = True,
+) -> FastAPI:
+    """A service's FastAPI app before its own routes and errors: ``runtime`` (its
+    ``lifespan`` runs the app; it is ``app.state.runtime``), the ops routes of
+    :func:`ops_router` with ``checks``, :func:`install_openapi`, and the middleware:
+    :class:`EncodedSlashes` (unless ``encoded_slashes`` is False) inside
+    :class:`RequestMetrics`."""
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] = runtime.lifespan
+    app = FastAPI(title=title, version="0.1.0", description=description, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.include_router(ops_router(checks))
+    install_openapi(app, bearer=bearer)
+    if encoded_slashes:
+        app.add_middleware(EncodedSlashes)
+    app.add_middleware(RequestMetrics, service=service)
+    return app
+
+
+def run_service(service: str, settings: S, create_app: Callable[[S], FastAPI]) -> None:
+    """A service's ``main``: logging, the app, uvicorn; settings unsafe to start with
+    (:class:`~flywheel_shared.auth.UnsafeSettings`) are logged and exit with status 2."""
+    from .auth import UnsafeSettings  # auth needs this module
+
+    setup_logging(service, settings.log_level, json=settings.log_json)
+    try:
+        app = create_app(settings)
+    except UnsafeSettings as exc:
+        logging.getLogger(create_app.__module__).critical(str(exc))
+        print(f"flywheel-{service}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, settings)

@@ -56,14 +56,12 @@ class Lineage(_Model):
     holdout: dict[str, Any] = Field(default_factory=dict, description="how the holdout was cut")
 
 
-class VersionCreate(_Model):
-    """What the trainer sends to register a version."""
+class _RunOutcome(_Model):
+    """The fields a registration (:class:`VersionCreate`) and the version it makes
+    (:class:`ModelVersion`) share: what the training run measured and came from. A model
+    names it before the base holding its own leading fields (pydantic puts the fields of
+    the last base first), so that each keeps its field order in JSON and its schema."""
 
-    run_id: str = Field(description="the training run; registering the same run twice is a no-op")
-    status: Literal["candidate", "rejected"]
-    artifact_sha256: str
-    artifact_format: str = Field("skops", description="skops | pickle | ...")
-    reference_sha256: str | None = Field(None, description="reference sample (Parquet) for drift")
     metrics: dict[str, float] = Field(default_factory=dict)
     champion_metrics: dict[str, float] | None = None
     gate_reasons: list[str] = Field(default_factory=list)
@@ -71,13 +69,24 @@ class VersionCreate(_Model):
     parent_version: int | None = None
     training_seconds: float
     correlation_id: str
+
+
+class _VersionCreateHead(_Model):
+    run_id: str = Field(description="the training run; registering the same run twice is a no-op")
+    status: Literal["candidate", "rejected"]
+    artifact_sha256: str
+    artifact_format: str = Field("skops", description="skops | pickle | ...")
+    reference_sha256: str | None = Field(None, description="reference sample (Parquet) for drift")
+
+
+class VersionCreate(_RunOutcome, _VersionCreateHead):
+    """What the trainer sends to register a version."""
+
     first_alias: Alias | None = Field(None, description="alias to give a candidate at once")
     first_alias_weight: float | None = Field(None, ge=0, le=1)
 
 
-class ModelVersion(_Model):
-    """A registered version."""
-
+class _ModelVersionHead(_Model):
     model: str
     version: int
     run_id: str
@@ -86,13 +95,11 @@ class ModelVersion(_Model):
     artifact_uri: str
     artifact_format: str
     reference_sha256: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    champion_metrics: dict[str, float] | None = None
-    gate_reasons: list[str] = Field(default_factory=list)
-    lineage: Lineage
-    parent_version: int | None = None
-    training_seconds: float
-    correlation_id: str
+
+
+class ModelVersion(_RunOutcome, _ModelVersionHead):
+    """A registered version."""
+
     created_at: AwareDatetime | datetime
 
 

@@ -3,28 +3,15 @@ and their lifecycle in :mod:`.runtime`), and ``main``."""
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from fastapi import FastAPI
 
-from flywheel_shared.auth import UnsafeSettings, bearer_guard, read_secret, require_token
-from flywheel_shared.http import (
-    EncodedSlashes,
-    RequestMetrics,
-    install_api_errors,
-    install_openapi,
-    ops_router,
-    serve,
-)
-from flywheel_shared.logging import setup_logging
+from flywheel_shared.auth import bearer_guard, read_secret, require_token
+from flywheel_shared.http import install_api_errors, run_service, service_app
 
 from .contracts import ContractSource, contract_source
 from .routes import reads, writes_router
 from .runtime import Runtime
 from .settings import IngestSettings
-
-log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -41,16 +28,15 @@ def create_app(
         what="record and label writes",
     )
     rt = Runtime(settings, contracts if contracts is not None else contract_source(settings))
-    app = FastAPI(
+    app = service_app(
+        "ingest",
+        rt,
+        rt.readiness(),
         title="Flywheel ingest",
-        version="0.1.0",
         description="Validates data events against their dataset contract and stores them.",
-        lifespan=rt.lifespan,
+        bearer=token is not None,
     )
-    app.state.runtime = rt
-    app.include_router(ops_router(rt.readiness()))
     install_api_errors(app)
-    install_openapi(app, bearer=token is not None)
     app.include_router(
         writes_router(
             bearer_guard(token, "ingest"),
@@ -59,19 +45,9 @@ def create_app(
         )
     )
     app.include_router(reads)
-    app.add_middleware(EncodedSlashes)
-    app.add_middleware(RequestMetrics, service="ingest")
     return app
 
 
 def main() -> None:
     """Run the ingest service (``python -m flywheel_ingest``)."""
-    settings = IngestSettings()
-    setup_logging("ingest", settings.log_level, json=settings.log_json)
-    try:
-        app = create_app(settings)
-    except UnsafeSettings as exc:
-        log.critical(str(exc))
-        print(f"flywheel-ingest: {exc}", file=sys.stderr)
-        sys.exit(2)
-    serve(app, settings)
+    run_service("ingest", IngestSettings(), create_app)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from fastapi import FastAPI
 
 from flywheel_shared.auth import bearer_guard
-from flywheel_shared.http import EncodedSlashes, RequestMetrics, install_openapi, ops_router, serve
+from flywheel_shared.http import run_service, service_app
 from flywheel_shared.logging import setup_logging
 
 from . import migrate
@@ -16,9 +13,7 @@ from .db import make_engine
 from .errors import install_errors
 from .routers import Docs, Services, include_api
 from .runtime import Runtime
-from .settings import RegistrySettings, UnsafeSettings
-
-log = logging.getLogger(__name__)
+from .settings import RegistrySettings
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
@@ -27,27 +22,19 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings.check()
     rt = Runtime(settings)
     token = settings.token_value()
-    app = FastAPI(
+    app = service_app(
+        "registry",
+        rt,
+        {"database": rt.database_ready, "kafka": rt.kafka_ready, "storage": rt.storage_ready},
         title="Flywheel registry",
-        version="0.1.0",
         description="Model specs, dataset contracts, versions, aliases, artifacts and lineage.",
-        lifespan=rt.lifespan,
+        bearer=token is not None,
     )
-    app.state.runtime = rt
     app.state.services = Services(
         store=rt.store,
         artifacts=rt.artifacts,
         settings=settings,
         guard=bearer_guard(token, "registry"),
-    )
-    app.include_router(
-        ops_router(
-            {
-                "database": rt.database_ready,
-                "kafka": rt.kafka_ready,
-                "storage": rt.storage_ready,
-            }
-        )
     )
     docs = Docs(
         token=token is not None,
@@ -56,23 +43,12 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     )
     include_api(app, docs)
     install_errors(app)
-    install_openapi(app, bearer=token is not None)
-    app.add_middleware(EncodedSlashes)
-    app.add_middleware(RequestMetrics, service="registry")
     return app
 
 
 def main() -> None:
     """Run the registry (``python -m flywheel_registry``)."""
-    settings = RegistrySettings()
-    setup_logging("registry", settings.log_level, json=settings.log_json)
-    try:
-        app = create_app(settings)
-    except UnsafeSettings as exc:
-        log.critical(str(exc))
-        print(f"flywheel-registry: {exc}", file=sys.stderr)
-        sys.exit(2)
-    serve(app, settings)
+    run_service("registry", RegistrySettings(), create_app)
 
 
 def migrate_main() -> None:

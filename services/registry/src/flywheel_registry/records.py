@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from pydantic import BaseModel
+
 from flywheel_shared.registry import AliasState, Artifact, AuditEntry, ModelInfo, ModelVersion
 from flywheel_shared.spec import ModelSpec
 
@@ -9,58 +13,27 @@ from .db import AliasRow, ArtifactRow, AuditRow, ModelRow, VersionRow
 from .domain.aliases import Pointer
 from .repository import Repository
 
+R = TypeVar("R", bound=BaseModel)
+
+
+def _resource(model: type[R], row: object) -> R:
+    # A row's columns are named as its resource's fields.
+    return model.model_validate(row, from_attributes=True)
+
 
 def version(row: VersionRow) -> ModelVersion:
     """A version row as a ModelVersion."""
-    return ModelVersion.model_validate(
-        {
-            "model": row.model,
-            "version": row.version,
-            "run_id": row.run_id,
-            "status": row.status,
-            "artifact_sha256": row.artifact_sha256,
-            "artifact_uri": row.artifact_uri,
-            "artifact_format": row.artifact_format,
-            "reference_sha256": row.reference_sha256,
-            "metrics": row.metrics,
-            "champion_metrics": row.champion_metrics,
-            "gate_reasons": row.gate_reasons,
-            "lineage": row.lineage,
-            "parent_version": row.parent_version,
-            "training_seconds": row.training_seconds,
-            "correlation_id": row.correlation_id,
-            "created_at": row.created_at,
-        }
-    )
+    return _resource(ModelVersion, row)
 
 
 def alias_state(row: AliasRow) -> AliasState:
     """An alias row as an AliasState."""
-    return AliasState.model_validate(
-        {
-            "alias": row.alias,
-            "version": row.version,
-            "weight": row.weight,
-            "updated_at": row.updated_at,
-        }
-    )
+    return _resource(AliasState, row)
 
 
 def audit_entry(row: AuditRow) -> AuditEntry:
     """An audit row as an AuditEntry."""
-    return AuditEntry.model_validate(
-        {
-            "id": row.id,
-            "model": row.model,
-            "alias": row.alias,
-            "from_version": row.from_version,
-            "to_version": row.to_version,
-            "weight": row.weight,
-            "actor": row.actor,
-            "reason": row.reason,
-            "at": row.at,
-        }
-    )
+    return _resource(AuditEntry, row)
 
 
 def artifact(row: ArtifactRow) -> Artifact:

@@ -65,9 +65,7 @@ class OutboxRelay:
         self.crash_after_publish = crash_after_publish
         self.producer = producer
         self.enabled = enabled
-        self.poll_s = poll_s
         self.batch = batch
-        self.max_backoff_s = max_backoff_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task = Supervised(
             "outbox-relay", self._round, every_s=poll_s, max_backoff_s=max_backoff_s

@@ -61,9 +61,7 @@ class PredictionLog:
         self.producer = producer
         self.capacity = capacity
         self.batch = batch
-        self.flush_s = flush_s
         self.send_timeout_s = send_timeout_s
-        self.max_backoff_s = max_backoff_s
         self.drop_report_s = drop_report_s
         self._buffer: deque[tuple[str, Prediction]] = deque()
         self._in_flight: list[PredictionsLogged] = []

@@ -6,15 +6,8 @@ import logging
 
 from fastapi import FastAPI
 
-from flywheel_shared.http import (
-    RequestMetrics,
-    install_api_errors,
-    install_openapi,
-    ops_router,
-    serve,
-)
+from flywheel_shared.http import install_api_errors, run_service, service_app
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
-from flywheel_shared.logging import setup_logging
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.runtime import KafkaRuntime
 from flywheel_shared.storage import ObjectStore
@@ -109,17 +102,17 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     """Build the trainer app."""
     settings = settings or TrainerSettings()
     rt = Runtime(settings)
-    app = FastAPI(title="Flywheel trainer", version="0.1.0", lifespan=rt.lifespan)
-    app.state.runtime = rt
-    app.include_router(ops_router({"kafka": rt.kafka_ready, "registry": rt.registry_ready}))
+    app = service_app(
+        "trainer",
+        rt,
+        {"kafka": rt.kafka_ready, "registry": rt.registry_ready},
+        title="Flywheel trainer",
+        encoded_slashes=False,
+    )
     install_api_errors(app)
-    install_openapi(app)
-    app.add_middleware(RequestMetrics, service="trainer")
     return app
 
 
 def main() -> None:
     """Run the trainer service (``python -m flywheel_trainer``)."""
-    settings = TrainerSettings()
-    setup_logging("trainer", settings.log_level, json=settings.log_json)
-    serve(create_app(settings), settings)
+    run_service("trainer", TrainerSettings(), create_app)

@@ -87,12 +87,7 @@ def router(docs: Docs) -> APIRouter:
             409, 413, 422, body=request_body({"application/json": ReasonBody}, required=False)
         ),
     )
-    api.add_api_route(
-        "/models/{name}/history",
-        history,
-        methods=["GET"],
-        summary="Alias audit log, newest first",
-        response_model=list[AuditEntry],
-        **docs.read(),
+    docs.add_read(
+        api, "/models/{name}/history", history, "Alias audit log, newest first", list[AuditEntry]
     )
     return api

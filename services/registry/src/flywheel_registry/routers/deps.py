@@ -126,6 +126,26 @@ class Docs:
             "openapi_extra": BEARER if auth else None,
         }
 
+    def add_read(
+        self,
+        api: APIRouter,
+        path: str,
+        endpoint: Callable[..., Any],
+        summary: str,
+        model: Any,
+        *codes: int,
+        named: bool = True,
+    ) -> None:
+        """Add to ``api`` a GET route answering ``model``, documented as :meth:`read`."""
+        api.add_api_route(
+            path,
+            endpoint,
+            methods=["GET"],
+            summary=summary,
+            response_model=model,
+            **self.read(*codes, named=named),
+        )
+
     def write(self, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """``responses`` and ``openapi_extra`` of a write (``body``: its request body)."""
         auth = AUTH if self.token else ()

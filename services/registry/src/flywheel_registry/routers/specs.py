@@ -102,44 +102,18 @@ def router(docs: Docs) -> APIRouter:
         response_model=ModelInfo,
         **spec_doc,
     )
-    api.add_api_route(
-        "/models",
-        list_models,
-        methods=["GET"],
-        summary="List models",
-        response_model=list[ModelInfo],
-        **docs.read(named=False),
-    )
-    api.add_api_route(
-        "/models/{name}",
-        get_model,
-        methods=["GET"],
-        summary="A model, its spec and aliases",
-        response_model=ModelInfo,
-        **docs.read(),
-    )
-    api.add_api_route(
-        "/models/{name}/spec",
-        get_spec,
-        methods=["GET"],
-        summary="A model's spec",
-        response_model=ModelSpec,
-        **docs.read(),
-    )
-    api.add_api_route(
+    docs.add_read(api, "/models", list_models, "List models", list[ModelInfo], named=False)
+    docs.add_read(api, "/models/{name}", get_model, "A model, its spec and aliases", ModelInfo)
+    docs.add_read(api, "/models/{name}/spec", get_spec, "A model's spec", ModelSpec)
+    docs.add_read(
+        api,
         "/datasets",
         list_contracts,
-        methods=["GET"],
-        summary="Every dataset contract",
-        response_model=list[DatasetContract],
-        **docs.read(named=False),
+        "Every dataset contract",
+        list[DatasetContract],
+        named=False,
     )
-    api.add_api_route(
-        "/datasets/{dataset}/contract",
-        get_contract,
-        methods=["GET"],
-        summary="A dataset's contract",
-        response_model=DatasetContract,
-        **docs.read(),
+    docs.add_read(
+        api, "/datasets/{dataset}/contract", get_contract, "A dataset's contract", DatasetContract
     )
     return api

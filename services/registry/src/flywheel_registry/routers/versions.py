@@ -85,21 +85,15 @@ def router(docs: Docs) -> APIRouter:
         response_model=ModelVersion,
         **register_doc,
     )
-    api.add_api_route(
+    docs.add_read(
+        api,
         "/models/{name}/versions",
         list_versions,
-        methods=["GET"],
-        summary="List versions, oldest first",
-        response_model=list[ModelVersion],
-        **docs.read(),
+        "List versions, oldest first",
+        list[ModelVersion],
     )
-    api.add_api_route(
-        "/models/{name}/versions/{version}",
-        get_version,
-        methods=["GET"],
-        summary="One version",
-        response_model=ModelVersion,
-        **docs.read(422),
+    docs.add_read(
+        api, "/models/{name}/versions/{version}", get_version, "One version", ModelVersion, 422
     )
     api.add_api_route(
         "/models/{name}/versions/{version}",
