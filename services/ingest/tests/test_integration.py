@@ -8,7 +8,6 @@ import http.client
 import io
 import itertools
 import json
-import os
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from flywheel_devkit.kafka import LocalKafka, pick_free_port
 from flywheel_devkit.testing.kafka_io import read_events
-from flywheel_devkit.testing.procs import ServiceProcess, metric_sum
+from flywheel_devkit.testing.procs import ServiceProcess, metric_sum, run_to_exit
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
 from flywheel_shared.events import (
@@ -505,21 +504,10 @@ async def test_a_token_guards_the_write_paths_and_never_reaches_the_log(
 
 
 def test_production_ingest_refuses_to_start_without_a_token(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    env = {
-        **os.environ,
-        "FLYWHEEL_INGEST_ENVIRONMENT": "production",
-        "FLYWHEEL_INGEST_PORT": str(pick_free_port()),
-    }
-    env.pop("FLYWHEEL_INGEST_TOKEN", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "flywheel_ingest"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_to_exit(
+        "flywheel_ingest",
+        {"FLYWHEEL_INGEST_ENVIRONMENT": "production"},
+        unset=("FLYWHEEL_INGEST_TOKEN",),
     )
     assert proc.returncode == 2, proc.stderr
     assert (

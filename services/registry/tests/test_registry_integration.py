@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from flywheel_devkit.kafka import pick_free_port
 from flywheel_devkit.testing.kafka_io import read_events
-from flywheel_devkit.testing.procs import ServiceProcess
+from flywheel_devkit.testing.procs import ServiceProcess, run_to_exit
 from flywheel_registry.artifacts import artifact_key
 from flywheel_registry.cli import models as models_cli
 from flywheel_registry.migrate import head_revision
@@ -327,19 +327,13 @@ def test_cli_reads_and_steers_the_registry(registry: Registry, tmp_path: Path) -
 
 
 def test_production_refuses_to_start_without_a_token(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FLYWHEEL_REGISTRY_ENVIRONMENT": "production",
-        "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-        "FLYWHEEL_REGISTRY_PORT": str(pick_free_port()),
-    }
-    env.pop("FLYWHEEL_REGISTRY_TOKEN", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "flywheel_registry"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_to_exit(
+        "flywheel_registry",
+        {
+            "FLYWHEEL_REGISTRY_ENVIRONMENT": "production",
+            "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        },
+        unset=("FLYWHEEL_REGISTRY_TOKEN",),
     )
     assert proc.returncode == 2
     assert "needs FLYWHEEL_REGISTRY_TOKEN" in proc.stderr

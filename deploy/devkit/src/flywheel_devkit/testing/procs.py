@@ -29,6 +29,20 @@ def metric_sum(text: str, name: str) -> float:
     return total
 
 
+def run_to_exit(
+    module: str, env: Mapping[str, str], unset: tuple[str, ...] = (), timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE`` on a free port, run until it exits by itself (a service that must
+    refuse to start): this environment plus ``env``, without ``unset``; output captured."""
+    service = module.removeprefix("flywheel_").upper()
+    full = {**os.environ, f"FLYWHEEL_{service}_PORT": str(pick_free_port()), **env}
+    for name in unset:
+        full.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", module], env=full, capture_output=True, text=True, timeout=timeout
+    )
+
+
 class ServiceProcess:
     """``python -m MODULE`` with an environment, waited on until ``/readyz`` answers 200."""
 
