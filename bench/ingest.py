@@ -75,7 +75,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.stack import LocalStack
 from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker
 from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud.simulator import FraudSimulator
@@ -376,21 +376,22 @@ class Ingests:
         self, bootstrap: str, workdir: Path, workers: int, specs: str, cores: list[int] | None
     ) -> None:
         self.cores = cores
-        self.prefix = f"bench{uuid.uuid4().hex[:8]}"
-        self.procs: list[ServiceProcess] = []
-        for i in range(workers):
-            port = pick_free_port()
-            env = {
-                "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-                "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-                "FLYWHEEL_STORAGE_URI": str(workdir / "store"),
-                "FLYWHEEL_INGEST_SPECS": specs,
-                "FLYWHEEL_INGEST_PORT": str(port),
-                "FLYWHEEL_INGEST_HOST": "127.0.0.1",
-            }
-            self.procs.append(
-                ServiceProcess("flywheel_ingest", env, port, workdir / f"ingest-{i}.log")
-            )
+        # The local stack's launcher, ingest only: contracts from the spec files, the
+        # service's own segment and session defaults (no demo pacing).
+        launcher = LocalStack(
+            run_dir=workdir, bootstrap=bootstrap, prefix=f"bench{uuid.uuid4().hex[:8]}", services=()
+        )
+        self.prefix = launcher.prefix
+        own: dict[str, str | None] = {
+            "FLYWHEEL_INGEST_SPECS": specs,
+            "FLYWHEEL_INGEST_HOST": "127.0.0.1",
+            "FLYWHEEL_INGEST_REGISTRY_URL": None,
+            "FLYWHEEL_INGEST_SEGMENT_SECONDS": None,
+            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": None,
+        }
+        self.procs: list[ServiceProcess] = [
+            launcher.process("ingest", own, label=f"ingest-{i}") for i in range(workers)
+        ]
 
     @property
     def urls(self) -> list[str]:

@@ -115,7 +115,7 @@ import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from flywheel_devkit.kafka import pick_free_port
+from flywheel_devkit.stack import LocalStack
 from flywheel_devkit.testing.kafka import BrokerHandle, acquire_broker
 from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
@@ -134,7 +134,6 @@ from flywheel_shared.modelio import dump_model, load_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.spec import ModelSpec, load_spec
-from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_PATH = ROOT / "examples" / "fraud" / "flywheel.yaml"
@@ -401,8 +400,8 @@ def _is_ours(pid: int) -> bool:
 class Service:
     """A service subprocess in its own session (Ctrl-C reaches only the bench)."""
 
-    def __init__(self, module: str, env: dict[str, str], port: int, log: Path) -> None:
-        self.sp = ServiceProcess(module, env, port, log)
+    def __init__(self, sp: ServiceProcess) -> None:
+        self.sp = sp
         self._kids: set[int] = set()
         self.left_behind: list[int] = []
 
@@ -461,44 +460,44 @@ class Stack:
         self.bootstrap = bootstrap
         self.dir = workdir / backend
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.prefix = f"mbench{uuid.uuid4().hex[:8]}"
-        self.topics = TopicNamer(self.prefix)
-        kafka_env = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        }
-        rport, mport = pick_free_port(), pick_free_port()
-        self.registry_url = f"http://127.0.0.1:{rport}"
-        self.registry = Service(
-            "flywheel_registry",
-            {
-                **kafka_env,
-                "FLYWHEEL_REGISTRY_HOST": "127.0.0.1",
-                "FLYWHEEL_STORAGE_URI": str(self.dir / "store"),
-                "FLYWHEEL_REGISTRY_PORT": str(rport),
-                "FLYWHEEL_REGISTRY_TOKEN": TOKEN,
-                "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{self.dir / 'registry.db'}",
-                "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1",
+        # The local stack's launcher with its registry; the monitor runs with its own
+        # defaults (no demo pacing), the backend under test and the calibration pool.
+        launcher = LocalStack(
+            run_dir=self.dir,
+            bootstrap=bootstrap,
+            prefix=f"mbench{uuid.uuid4().hex[:8]}",
+            token=TOKEN,
+            services=("registry",),
+            service_env={
+                "registry": {
+                    "FLYWHEEL_REGISTRY_HOST": "127.0.0.1",
+                    "FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1",
+                }
             },
-            rport,
-            self.dir / "registry.log",
         )
-        menv = {
-            **kafka_env,
-            "FLYWHEEL_MONITOR_HOST": "127.0.0.1",
-            "FLYWHEEL_STORAGE_URI": str(self.dir / "store"),
-            "FLYWHEEL_MONITOR_PORT": str(mport),
-            "FLYWHEEL_MONITOR_REGISTRY_URL": self.registry_url,
-            "FLYWHEEL_MONITOR_DATA_DIR": str(self.dir / "monitor"),
-            "FLYWHEEL_MONITOR_WORKER_NAME": "bench-1",
-            "FLYWHEEL_MONITOR_APP_ID": "monitor",
-            "FLYWHEEL_MONITOR_DRIFT_BACKEND": backend,
-            "FLYWHEEL_MONITOR_CALIBRATION_WORKERS": str(args.calibration_workers),
-        }
-        if backend == "alibi":
-            menv["FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP"] = str(args.alibi_n_bootstrap)
-        self.monitor = Service("flywheel_monitor", menv, mport, self.dir / "monitor.log")
+        self.prefix = launcher.prefix
+        self.topics = launcher.topics
+        self.registry_url = launcher.registry_url
+        self.registry = Service(launcher.procs["registry"])
+        self.monitor = Service(
+            launcher.process(
+                "monitor",
+                {
+                    "FLYWHEEL_MONITOR_HOST": "127.0.0.1",
+                    "FLYWHEEL_MONITOR_REGISTRY_TOKEN": None,
+                    "FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": None,
+                    "FLYWHEEL_MONITOR_WORKER_NAME": "bench-1",
+                    "FLYWHEEL_MONITOR_APP_ID": "monitor",
+                    "FLYWHEEL_MONITOR_DRIFT_BACKEND": backend,
+                    "FLYWHEEL_MONITOR_CALIBRATION_WORKERS": str(args.calibration_workers),
+                    "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": None,
+                    "FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP": (
+                        str(args.alibi_n_bootstrap) if backend == "alibi" else None
+                    ),
+                },
+                label="monitor",
+            )
+        )
 
     def client(self) -> RegistryClient:
         return RegistryClient(self.registry_url, TOKEN)

@@ -11,7 +11,6 @@ import yaml
 
 from flywheel_local.stack import LocalStack
 from flywheel_shared.spec import ModelSpec
-from flywheel_shared.topics import TopicNamer
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -32,8 +31,8 @@ class Stack(LocalStack):
     """Registry, ingest and trainer processes sharing one topic prefix and one store.
 
     The local stack's launcher (``flywheel_local.stack.LocalStack``) with three of its five
-    services, a fresh prefix, a fixed token and faster trainer polling; tests build serving
-    and the monitor themselves where they need them.
+    services, a fresh prefix, a fixed token and faster trainer polling; a test that needs
+    serving or the monitor adds it with ``process("serving", {...})``.
     """
 
     def __init__(
@@ -60,9 +59,7 @@ class Stack(LocalStack):
             },
         )
         self.tmp = tmp
-        self.topics = TopicNamer(self.prefix)
         self.store = tmp / "store"
-        self.registry_url = self.url("registry")
         self.registry = self.procs["registry"]
         self.ingest = self.procs["ingest"]
         self.trainer = self.procs["trainer"]

@@ -36,7 +36,6 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import FailureGroup
 
-from flywheel_devkit.kafka import pick_free_port
 from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
@@ -167,51 +166,6 @@ async def register_production_model(stack: Stack, spec_features: list[str]) -> i
     return version
 
 
-def _kafka(stack: Stack) -> dict[str, str]:
-    return {
-        "FLYWHEEL_KAFKA_BOOTSTRAP": stack.bootstrap,
-        "FLYWHEEL_KAFKA_TOPIC_PREFIX": stack.prefix,
-        "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-    }
-
-
-def monitor_process(stack: Stack, tmp: Path) -> ServiceProcess:
-    port = pick_free_port()
-    return ServiceProcess(
-        "flywheel_monitor",
-        {
-            **_kafka(stack),
-            "FLYWHEEL_STORAGE_URI": str(stack.store),
-            "FLYWHEEL_MONITOR_PORT": str(port),
-            "FLYWHEEL_MONITOR_REGISTRY_URL": stack.registry_url,
-            "FLYWHEEL_MONITOR_DATA_DIR": str(tmp / "monitor"),
-            "FLYWHEEL_MONITOR_APP_ID": f"monitor-{stack.prefix}",
-        },
-        port,
-        tmp / "monitor.log",
-    )
-
-
-def serving_process(stack: Stack, tmp: Path) -> ServiceProcess:
-    port = pick_free_port()
-    return ServiceProcess(
-        "flywheel_serving",
-        {
-            **_kafka(stack),
-            "BENTOML_DO_NOT_TRACK": "true",
-            "BENTOML_HOME": str(tmp / "bentoml"),
-            "FLYWHEEL_SERVING_PORT": str(port),
-            "FLYWHEEL_SERVING_REGISTRY_URL": stack.registry_url,
-            "FLYWHEEL_SERVING_MODELS": "fraud",
-            "FLYWHEEL_SERVING_WORKERS": "1",
-            "FLYWHEEL_SERVING_TOKEN": SERVING_TOKEN,
-            "FLYWHEEL_SERVING_RESYNC_S": "2",  # the alias may move before it follows events
-        },
-        port,
-        tmp / "serving.log",
-    )
-
-
 def wait_for_production(serving: ServiceProcess, timeout: float = 60) -> None:
     """Until serving has loaded the production version (registered while it started)."""
     deadline = time.monotonic() + timeout
@@ -225,8 +179,15 @@ async def test_every_http_answer_is_one_the_openapi_document_declares(
 ) -> None:
     started = time.monotonic()
     stack = Stack(kafka_bootstrap, tmp_path)
-    serving = serving_process(stack, tmp_path)
-    monitor = monitor_process(stack, tmp_path)
+    serving = stack.process(
+        "serving",
+        {
+            "FLYWHEEL_SERVING_TOKEN": SERVING_TOKEN,
+            "FLYWHEEL_SERVING_RESYNC_S": "2",  # the alias may move before it follows events
+        },
+        label="serving",
+    )
+    monitor = stack.process("monitor", label="monitor")
     slow: asyncio.Future[Any] | None = None
     try:
         await asyncio.to_thread(stack.registry.start)

@@ -101,50 +101,15 @@ def predict(serving: ServiceProcess, records: list[dict[str, Any]]) -> tuple[int
     return code, json.loads(body)
 
 
-def serving_process(stack: Stack, tmp: Path) -> ServiceProcess:
-    port = pick_free_port()
-    return ServiceProcess(
-        "flywheel_serving",
-        {
-            "BENTOML_DO_NOT_TRACK": "true",
-            "BENTOML_HOME": str(tmp / "bentoml"),
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": stack.prefix,
-            "FLYWHEEL_SERVING_PORT": str(port),
-            "FLYWHEEL_SERVING_REGISTRY_URL": stack.registry_url,
-            "FLYWHEEL_SERVING_MODELS": "fraud",
-            "FLYWHEEL_SERVING_WORKERS": "1",
-            "FLYWHEEL_SERVING_RETRY_MAX_S": "1",
-        },
-        port,
-        tmp / "serving.log",
-    )
-
-
-def monitor_process(stack: Stack, tmp: Path) -> ServiceProcess:
-    port = pick_free_port()
-    return ServiceProcess(
-        "flywheel_monitor",
-        {
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": stack.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "FLYWHEEL_STORAGE_URI": str(stack.store),
-            "FLYWHEEL_MONITOR_PORT": str(port),
-            "FLYWHEEL_MONITOR_REGISTRY_URL": stack.registry_url,
-            "FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": "1",
-            "FLYWHEEL_MONITOR_DATA_DIR": str(tmp / "monitor"),
-            "FLYWHEEL_MONITOR_DRIFT_BACKEND": "permissive",
-        },
-        port,
-        tmp / "monitor.log",
-    )
-
-
 @pytest.mark.timeout(600)  # five services and a training: minutes when the machine is busy
 async def test_the_loop_trains_serves_and_monitors_over_sasl_ssl(
     kafka: LocalKafka, tmp_path: Path
 ) -> None:
     stack = Stack(kafka.bootstrap, tmp_path)
-    serving, monitor = serving_process(stack, tmp_path), monitor_process(stack, tmp_path)
+    serving = stack.process("serving", {"FLYWHEEL_SERVING_RETRY_MAX_S": "1"}, label="serving")
+    monitor = stack.process(
+        "monitor", {"FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": "1"}, label="monitor"
+    )
     services = (stack.registry, stack.ingest, stack.trainer, serving, monitor)
     env = kafka.client_env(USER)
     assert env["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"

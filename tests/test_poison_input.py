@@ -48,8 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from e2e_support import HERE, ROOT
 
-from flywheel_devkit.kafka import pick_free_port
-from flywheel_devkit.testing.procs import ServiceProcess
+from flywheel_devkit.stack import LocalStack
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import Manifest
@@ -77,7 +76,7 @@ from flywheel_shared.modelio import dump_model
 from flywheel_shared.registry import Lineage, RegistryClient, VersionCreate
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
-from flywheel_shared.topics import TOPICS, TopicNamer
+from flywheel_shared.topics import TOPICS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,94 +137,59 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-class Stack:
-    """The five services as real processes on one topic prefix, one store, one registry."""
+class Stack(LocalStack):
+    """The five services as real processes on one topic prefix, one store, one registry (the
+    local stack's launcher); ingest reads the example spec files, not the registry, and the
+    monitor runs with its own defaults (its consumer group is ``<prefix>-monitor``)."""
 
     def __init__(self, bootstrap: str, tmp: Path) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(
+            run_dir=tmp,
+            bootstrap=bootstrap,
+            prefix=f"p{uuid.uuid4().hex[:8]}",
+            token="test-token",
+            env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
+            services=("registry", "ingest", "trainer", "monitor", "serving"),
+            service_env={
+                "registry": {"FLYWHEEL_REGISTRY_RELAY_POLL_S": "0.1"},
+                "ingest": {
+                    "FLYWHEEL_INGEST_REGISTRY_URL": None,
+                    "FLYWHEEL_INGEST_SPECS": str(ROOT / "examples" / "*" / "flywheel.yaml"),
+                },
+                "trainer": {
+                    "FLYWHEEL_TRAINER_SPEC_REFRESH_S": "1",
+                    "FLYWHEEL_TRAINER_RETRY_S": "1",
+                    "FLYWHEEL_TRAINER_STALENESS_CHECK_S": "3600",
+                },
+                "monitor": {
+                    "FLYWHEEL_MONITOR_REGISTRY_TOKEN": None,
+                    "FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": "1",
+                    "FLYWHEEL_MONITOR_APP_ID": None,
+                    "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": None,
+                    "FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP": None,
+                },
+                "serving": {"FLYWHEEL_SERVING_MODELS": SERVED},
+            },
+        )
         self.tmp = tmp
-        self.prefix = f"p{uuid.uuid4().hex[:8]}"
-        self.topics = TopicNamer(self.prefix)
         self.store = tmp / "store"
-        common = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_STORAGE_URI": str(self.store),
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        }
-        ports = {name: pick_free_port() for name in ("reg", "ing", "tra", "mon", "srv")}
-        self.registry_url = f"http://127.0.0.1:{ports['reg']}"
-        self.token = "test-token"
-
-        def proc(module: str, port: str, **env: str) -> ServiceProcess:
-            return ServiceProcess(module, {**common, **env}, ports[port], tmp / f"{module}.log")
-
-        self.registry = proc(
-            "flywheel_registry",
-            "reg",
-            FLYWHEEL_REGISTRY_PORT=str(ports["reg"]),
-            FLYWHEEL_REGISTRY_TOKEN=self.token,
-            FLYWHEEL_REGISTRY_DATABASE_URL=f"sqlite:///{tmp / 'registry.db'}",
-            FLYWHEEL_REGISTRY_RELAY_POLL_S="0.1",
-        )
-        self.ingest = proc(
-            "flywheel_ingest",
-            "ing",
-            FLYWHEEL_INGEST_PORT=str(ports["ing"]),
-            FLYWHEEL_INGEST_SPECS=str(ROOT / "examples" / "*" / "flywheel.yaml"),
-            FLYWHEEL_INGEST_SEGMENT_SECONDS="1",
-        )
-        self.trainer = proc(
-            "flywheel_trainer",
-            "tra",
-            FLYWHEEL_TRAINER_PORT=str(ports["tra"]),
-            FLYWHEEL_TRAINER_REGISTRY_URL=self.registry_url,
-            FLYWHEEL_TRAINER_REGISTRY_TOKEN=self.token,
-            FLYWHEEL_TRAINER_SPEC_REFRESH_S="1",
-            FLYWHEEL_TRAINER_RETRY_S="1",
-            FLYWHEEL_TRAINER_STALENESS_CHECK_S="3600",
-        )
-        self.monitor = proc(
-            "flywheel_monitor",
-            "mon",
-            FLYWHEEL_MONITOR_PORT=str(ports["mon"]),
-            FLYWHEEL_MONITOR_REGISTRY_URL=self.registry_url,
-            FLYWHEEL_MONITOR_REGISTRY_REFRESH_S="1",
-            FLYWHEEL_MONITOR_DATA_DIR=str(tmp / "monitor"),
-            FLYWHEEL_MONITOR_DRIFT_BACKEND="permissive",
-        )
-        self.serving = proc(
-            "flywheel_serving",
-            "srv",
-            BENTOML_DO_NOT_TRACK="true",
-            BENTOML_HOME=str(tmp / "bentoml"),
-            FLYWHEEL_SERVING_PORT=str(ports["srv"]),
-            FLYWHEEL_SERVING_REGISTRY_URL=self.registry_url,
-            FLYWHEEL_SERVING_MODELS=SERVED,
-            FLYWHEEL_SERVING_WORKERS="1",
-        )
+        self.registry = self.procs["registry"]
+        self.ingest = self.procs["ingest"]
+        self.trainer = self.procs["trainer"]
+        self.monitor = self.procs["monitor"]
+        self.serving = self.procs["serving"]
         self.versions: dict[str, list[int]] = {}
-
-    @property
-    def services(self) -> dict[str, ServiceProcess]:
-        return {
-            "registry": self.registry,
-            "ingest": self.ingest,
-            "trainer": self.trainer,
-            "monitor": self.monitor,
-            "serving": self.serving,
-        }
 
     def client(self) -> RegistryClient:
         return RegistryClient(self.registry_url, self.token, actor="poison-test")
 
     def metrics(self, service: str) -> str:
-        status, _, body = self.services[service].request("GET", "/metrics")
+        status, _, body = self.procs[service].request("GET", "/metrics")
         assert status == 200, body[:200]
         return body.decode()
 
     def json(self, service: str, path: str) -> Any:
-        status, _, body = self.services[service].request("GET", path)
+        status, _, body = self.procs[service].request("GET", path)
         assert status == 200, body[:200]
         return json.loads(body)
 
@@ -327,11 +291,11 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s = Stack(kafka_bootstrap, tmp_path_factory.mktemp("poison"))
     try:
         # All at once (the others wait for the registry on their own), then the seed.
-        for proc in s.services.values():
+        for proc in s.procs.values():
             proc.start(wait=False)
         s.registry.wait_ready(120)
         asyncio.run(s.seed())
-        for proc in s.services.values():
+        for proc in s.procs.values():
             proc.wait_ready(180)
 
         def serving_loaded() -> bool:
@@ -948,7 +912,7 @@ async def test_poison_is_dead_lettered_with_its_reason_and_the_valid_event_behin
 
     # (c) every consumer is still alive and ready
     for consumer in case.consumers:
-        proc = stack.services[service_of(consumer)]
+        proc = stack.procs[service_of(consumer)]
         assert proc.proc is not None and proc.proc.poll() is None, proc.tail()
         assert proc.ready(), proc.tail()
     if "serving" in case.consumers:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from e2e_support import Stack, fraud_spec
 
-from flywheel_devkit.kafka import pick_free_port
 from flywheel_devkit.testing.kafka_io import read_events
-from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import ModelVersionRegistered
 from flywheel_shared.registry import RegistryClient
@@ -59,36 +54,15 @@ def _post_records(stack: Stack, n: int = 6000) -> None:
             assert resp.status == 202
 
 
-def _launch(proc: ServiceProcess) -> None:
-    """Start the process without waiting for it to be ready (it will not be, at first)."""
-    log = proc.log_path.open("ab")
-    proc.proc = subprocess.Popen(
-        [sys.executable, "-m", proc.module], env=proc.env, stdout=log, stderr=log
-    )
-
-
 async def test_serving_started_before_the_registry_serves_the_trained_model(
-    stack: Stack, tmp_path: Path
+    stack: Stack,
 ) -> None:
-    port = pick_free_port()
-    serving = ServiceProcess(
-        "flywheel_serving",
-        {
-            "BENTOML_DO_NOT_TRACK": "true",
-            "BENTOML_HOME": str(tmp_path / "bentoml"),
-            "FLYWHEEL_KAFKA_BOOTSTRAP": stack.bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": stack.prefix,
-            "FLYWHEEL_SERVING_PORT": str(port),
-            "FLYWHEEL_SERVING_REGISTRY_URL": stack.registry_url,
-            "FLYWHEEL_SERVING_MODELS": "fraud",
-            "FLYWHEEL_SERVING_WORKERS": "1",
-            "FLYWHEEL_SERVING_STARTUP_WAIT_S": "1",
-            "FLYWHEEL_SERVING_RETRY_MAX_S": "1",
-        },
-        port,
-        tmp_path / "serving.log",
+    serving = stack.process(
+        "serving",
+        {"FLYWHEEL_SERVING_STARTUP_WAIT_S": "1", "FLYWHEEL_SERVING_RETRY_MAX_S": "1"},
+        label="serving",
     )
-    _launch(serving)
+    serving.start(wait=False)  # not ready, at first: nothing to serve yet
     try:
         # The registry is not there yet: serving is up, says so, and is not ready.
         deadline = time.monotonic() + 90

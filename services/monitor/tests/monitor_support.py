@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from flywheel_devkit.kafka import pick_free_port
-from flywheel_devkit.testing.procs import RegistryStack, ServiceProcess
+from flywheel_devkit.stack import RegistryStack
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import (
@@ -217,24 +217,20 @@ class Stack(RegistryStack):
     def monitor(
         self, name: str = "monitor-1", *, app_id: str = "monitor", **env: str
     ) -> ServiceProcess:
-        """A monitor worker process (not started)."""
-        port = pick_free_port()
-        return self.service(
-            "flywheel_monitor",
-            port,
+        """A monitor worker process (not started), its log ``logs/<name>.log``: the monitor's
+        own defaults for drift calibration and verdict pacing, not the demo's."""
+        return self.process(
+            "monitor",
             {
-                "FLYWHEEL_STORAGE_URI": str(self.tmp / "store"),
-                "FLYWHEEL_MONITOR_PORT": str(port),
-                "FLYWHEEL_MONITOR_REGISTRY_URL": self.url,
+                "FLYWHEEL_MONITOR_REGISTRY_TOKEN": None,
                 "FLYWHEEL_MONITOR_REGISTRY_REFRESH_S": "1",
-                "FLYWHEEL_MONITOR_DATA_DIR": str(self.tmp / "monitor"),
                 "FLYWHEEL_MONITOR_WORKER_NAME": name,
                 "FLYWHEEL_MONITOR_APP_ID": app_id,
-                "FLYWHEEL_MONITOR_DRIFT_BACKEND": "permissive",
                 "FLYWHEEL_MONITOR_VERDICT_HOLD_INTERVAL_S": "0",
+                "FLYWHEEL_MONITOR_DRIFT_N_BOOTSTRAP": None,
                 **env,
             },
-            self.tmp / f"{name}.log",
+            label=name,
         )
 
 

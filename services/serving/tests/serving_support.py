@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from flywheel_devkit.kafka import pick_free_port
-from flywheel_devkit.testing.procs import RegistryStack, ServiceProcess
+from flywheel_devkit.stack import RegistryStack
+from flywheel_devkit.testing.procs import ServiceProcess
 from flywheel_fraud import recipes
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.modelio import dump_model
@@ -90,20 +90,13 @@ class Registry(RegistryStack):
         return self.registry
 
     def serving(self, tmp: Path, *, workers: int = 2, **env: str) -> ServiceProcess:
-        """A serving process (not started) reading this registry."""
-        port = pick_free_port()
-        return self.service(
-            "flywheel_serving",
-            port,
+        """A serving process (not started) reading this registry (its bentoml home in ``tmp``)."""
+        return self.process(
+            "serving",
             {
-                "BENTOML_DO_NOT_TRACK": "true",
                 "BENTOML_HOME": str(tmp / "bentoml"),
-                "FLYWHEEL_SERVING_PORT": str(port),
-                "FLYWHEEL_SERVING_REGISTRY_URL": self.url,
-                "FLYWHEEL_SERVING_MODELS": "fraud",
                 "FLYWHEEL_SERVING_WORKERS": str(workers),
                 "FLYWHEEL_SERVING_LOG_FLUSH_S": "0.05",
                 **env,
             },
-            tmp / f"serving-{port}.log",
         )

@@ -11,13 +11,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from flywheel_devkit.kafka import pick_free_port
-from flywheel_shared.registry import RegistryClient
-from flywheel_shared.topics import TopicNamer
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -186,49 +183,3 @@ def cmdline(pid: int) -> str:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def registry_process(
-    kafka_env: dict[str, str], tmp: Path, port: int, token: str, *, relay_poll_s: float = 0.1
-) -> ServiceProcess:
-    """The registry for a test stack: SQLite and the artifact store under ``tmp``, writes behind
-    ``token``, its outbox relayed every ``relay_poll_s`` (logs in ``tmp/registry.log``)."""
-    env = {
-        **kafka_env,
-        "FLYWHEEL_STORAGE_URI": str(tmp / "store"),
-        "FLYWHEEL_REGISTRY_PORT": str(port),
-        "FLYWHEEL_REGISTRY_TOKEN": token,
-        "FLYWHEEL_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
-        "FLYWHEEL_REGISTRY_RELAY_POLL_S": str(relay_poll_s),
-    }
-    return ServiceProcess("flywheel_registry", env, port, tmp / "registry.log")
-
-
-class RegistryStack:
-    """A test stack's registry process (not started) on a topic prefix of its own, and the Kafka
-    environment every service process of the stack shares (``prefix_letter`` + 8 hex digits)."""
-
-    def __init__(self, bootstrap: str, tmp: Path, token: str, *, prefix_letter: str) -> None:
-        self.bootstrap = bootstrap
-        self.tmp = tmp
-        self.token = token
-        self.prefix = f"{prefix_letter}{uuid.uuid4().hex[:8]}"
-        self.topics = TopicNamer(self.prefix)
-        port = pick_free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.kafka_env = {
-            "FLYWHEEL_KAFKA_BOOTSTRAP": bootstrap,
-            "FLYWHEEL_KAFKA_TOPIC_PREFIX": self.prefix,
-            "FLYWHEEL_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        }
-        self.registry = registry_process(self.kafka_env, tmp, port, token)
-
-    def client(self) -> RegistryClient:
-        """A registry client with write access."""
-        return RegistryClient(self.url, self.token)
-
-    def service(
-        self, module: str, port: int, env: Mapping[str, str], log_path: Path
-    ) -> ServiceProcess:
-        """``python -m module`` (not started) on this stack's broker and prefix, with ``env``."""
-        return ServiceProcess(module, {**self.kafka_env, **env}, port, log_path)
