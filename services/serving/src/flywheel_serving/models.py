@@ -31,6 +31,7 @@ from flywheel_shared.aliases import ALIASES
 from flywheel_shared.events import ModelAliasChanged
 from flywheel_shared.kafka.consumer import MemoryProcessedIds
 from flywheel_shared.modelio import FORMAT, load_model
+from flywheel_shared.privacy import personal_fields
 from flywheel_shared.regcache import RegistryCache, RegistryPort
 from flywheel_shared.registry import ModelVersion, RegistryError, RegistryUnavailable
 from flywheel_shared.spec import FieldType, ModelSpec, UnknownFieldPolicy
@@ -69,6 +70,8 @@ class LoadedModel:
     id_field: str | None
     estimator: Any
     validator: ContractValidator
+    personal: frozenset[str] = frozenset()
+    """Features the contract marks personal: hashed or dropped in the prediction log."""
     batcher: AdaptiveBatcher = field(init=False)
 
     def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -366,4 +369,5 @@ def build_model(
         id_field=id_field,
         estimator=estimator,
         validator=validator,
+        personal=personal_fields(contract) & frozenset(features),
     )

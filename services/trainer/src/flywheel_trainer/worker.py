@@ -244,9 +244,9 @@ async def train(job: TrainJob) -> TrainResult:
         gate = apply_gates(spec.metrics.gates, metrics, champion_metrics)
         artifact = await client.upload_artifact(dump_model(model))
         label = spec.dataset.label_field
-        reference = (
-            split.holdout[[*spec.features, label]].assign(_score=scores).tail(REFERENCE_ROWS)
-        )
+        # The drift reference: personal features are not monitored, so not kept either.
+        kept = [f for f in spec.features if not spec.dataset.fields[f].personal]
+        reference = split.holdout[[*kept, label]].assign(_score=scores).tail(REFERENCE_ROWS)
         ref = await client.upload_artifact(_parquet(reference))
         # The registry's rollout policy picks the first alias (and a canary's weight).
         registered = await client.register_version(
