@@ -523,3 +523,21 @@ async def test_personal_features_are_hashed_or_dropped_in_the_prediction_log(
         assert features["merchant_category"] == privacy.keyed_hash(record["merchant_category"])
         assert features["hour"] == record["hour"]  # not personal: as it came
     privacy.reset_key()
+
+
+async def test_production_loads_no_personal_model_without_a_key(
+    registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel_serving.models import LoadError
+    from flywheel_shared import privacy
+
+    monkeypatch.delenv(privacy.KEY_VARIABLE, raising=False)
+    monkeypatch.delenv(f"{privacy.KEY_VARIABLE}_FILE", raising=False)
+    data = fraud_spec().model_dump(by_alias=True)
+    data["dataset"]["fields"]["merchant_category"]["personal"] = True
+    registry.spec = ModelSpec.model_validate(data)
+    with pytest.raises(LoadError, match="FLYWHEEL_PERSONAL_KEY"):
+        await ModelManager(registry, models=["fraud"], environment="production").sync_pending()
+    dev = ModelManager(registry, models=["fraud"])
+    await dev.sync_pending()
+    assert dev.deployments["fraud"].production is not None
