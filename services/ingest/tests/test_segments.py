@@ -58,3 +58,15 @@ def test_field_stats(contract: DatasetContract) -> None:
     assert fraud.nulls == 4 and fraud.count == 0
     online = stats["online"]
     assert isinstance(online, CategoricalStats) and online.counts == {"false": 2, "true": 2}
+
+
+def test_field_stats_of_personal_fields_are_counts_only(contract: DatasetContract) -> None:
+    fields = dict(contract.fields)
+    for name in ("amount", "kind"):
+        fields[name] = fields[name].model_copy(update={"personal": True})
+    personal = contract.model_copy(update={"fields": fields})
+    rows = _rows(contract, 4)
+    stats = field_stats(personal, build_table(personal, rows, ["e"] * 4))
+    assert stats["amount"] == NumericStats(count=4, nulls=0)
+    assert stats["kind"] == CategoricalStats(count=4, nulls=0)
+    assert stats["online"].counts == {"false": 2, "true": 2}  # type: ignore[union-attr]

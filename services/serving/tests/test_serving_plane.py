@@ -497,3 +497,47 @@ def test_the_plane_builds_predictions_as_model_construct_does() -> None:
     assert wire[0] == wire[1]
     back = parse_event(wire[0])
     assert isinstance(back, PredictionsLogged) and back.predictions[0] == Prediction(**values)
+
+
+async def test_personal_features_are_hashed_or_dropped_in_the_prediction_log(
+    registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel_shared import privacy
+
+    monkeypatch.setenv(privacy.KEY_VARIABLE, "serving-test")
+    privacy.reset_key()
+    data = fraud_spec().model_dump(by_alias=True)
+    for name in ("merchant_category", "amount"):
+        data["dataset"]["fields"][name]["personal"] = True
+    registry.spec = ModelSpec.model_validate(data)
+    manager = ModelManager(registry, models=["fraud"])
+    await manager.sync_pending()
+    sink = ListSink()
+    plane = DataPlane(manager, sink)
+    sent = records(3)
+    await plane.predict("fraud", sent, request_id="req-p")
+    logged = [p.features for _, p in sink.items]
+    assert len(logged) == 3
+    for features, record in zip(logged, sent, strict=True):
+        assert "amount" not in features  # a number: dropped
+        assert features["merchant_category"] == privacy.keyed_hash(record["merchant_category"])
+        assert features["hour"] == record["hour"]  # not personal: as it came
+    privacy.reset_key()
+
+
+async def test_production_loads_no_personal_model_without_a_key(
+    registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel_serving.models import LoadError
+    from flywheel_shared import privacy
+
+    monkeypatch.delenv(privacy.KEY_VARIABLE, raising=False)
+    monkeypatch.delenv(f"{privacy.KEY_VARIABLE}_FILE", raising=False)
+    data = fraud_spec().model_dump(by_alias=True)
+    data["dataset"]["fields"]["merchant_category"]["personal"] = True
+    registry.spec = ModelSpec.model_validate(data)
+    with pytest.raises(LoadError, match="FLYWHEEL_PERSONAL_KEY"):
+        await ModelManager(registry, models=["fraud"], environment="production").sync_pending()
+    dev = ModelManager(registry, models=["fraud"])
+    await dev.sync_pending()
+    assert dev.deployments["fraud"].production is not None

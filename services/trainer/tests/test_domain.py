@@ -10,7 +10,7 @@ import pytest
 
 from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import SegmentEntry
-from flywheel_shared.spec import Gate, Training, Window, load_spec
+from flywheel_shared.spec import Gate, ModelSpec, Training, Window, load_spec
 from flywheel_trainer.domain.dataset import training_split, window_segments
 from flywheel_trainer.domain.evaluation import (
     apply_gates,
@@ -136,3 +136,16 @@ def test_a_last_rows_window_reads_only_the_segments_it_needs() -> None:
     pd.testing.assert_frame_equal(part.holdout, whole.holdout)
     assert window_segments(segs, Window(kind="all")) == segs
     assert window_segments(segs, Window(kind="last_rows", value=10**6)) == segs
+
+
+def test_the_drift_reference_leaves_personal_features_out() -> None:
+    from flywheel_trainer.worker import reference_sample
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "fraud" / "flywheel.yaml"
+    data = load_spec(path).model_dump(by_alias=True)
+    data["dataset"]["fields"]["merchant_category"]["personal"] = True
+    spec = ModelSpec.model_validate(data)
+    holdout = pd.DataFrame([{f: 1 for f in spec.features} | {"is_fraud": False}] * 3)
+    ref = reference_sample(spec, holdout, np.zeros(3))
+    assert "merchant_category" not in ref.columns
+    assert set(ref.columns) == {*spec.features, "is_fraud", "_score"} - {"merchant_category"}

@@ -191,6 +191,10 @@ class RegistryCache:
             found += [(listed.at, m) for m in listed.value if m.name == name]
         return max(found, key=lambda f: f[0])[1] if found else None
 
+    def cached_specs(self) -> list[ModelSpec]:
+        """Every model spec the cache holds (no I/O)."""
+        return [spec for _, spec in self._specs.values()]
+
     # -- invalidation ----------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:

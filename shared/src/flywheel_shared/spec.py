@@ -53,6 +53,11 @@ class FieldSpec(_Strict):
     max: float | None = Field(None, description="inclusive upper bound (numbers)")
     categories: tuple[str, ...] | None = Field(None, description="allowed values (category)")
     max_length: int | None = Field(None, ge=1, description="longest accepted string")
+    personal: bool = Field(
+        False,
+        description="personal data: never logged, hashed or dropped in the prediction log and "
+        "dead letters, not monitored for drift (see flywheel_shared.privacy)",
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -85,6 +90,11 @@ class DatasetContract(_Strict):
             value = getattr(self, role)
             if value is not None and value not in self.fields:
                 raise ValueError(f"{role} '{value}' is not one of the declared fields")
+            if value is not None and self.fields[value].personal:
+                raise ValueError(
+                    f"{role} '{value}' cannot be personal: it is written to logs, dead letters "
+                    "and the prediction log in clear (use a pseudonymous id)"
+                )
         if self.fields[self.time_field].type is not FieldType.DATETIME:
             raise ValueError(f"time_field '{self.time_field}' must have type datetime")
         return self
@@ -249,6 +259,12 @@ class ModelSpec(_Strict):
                 raise ValueError(f"feature '{f}' is the dataset's id, time or label field")
         if self.dataset.label_field is None:
             raise ValueError("a model's dataset needs a label_field to train on")
+        for f in self.drift.features or ():
+            spec = self.dataset.fields.get(f)
+            if spec is not None and spec.personal:
+                raise ValueError(
+                    f"drift feature '{f}' is personal: personal features are not monitored"
+                )
         return self
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flywheel_shared.events import FieldError, JsonRecord, Label, Rejection
+from flywheel_shared.privacy import WITHHELD, redact
 from flywheel_shared.spec import DatasetContract, FieldSpec, FieldType, UnknownFieldPolicy
 
 # A check returns (normalised value, None) or (None, reason).
@@ -24,9 +25,17 @@ Check = Callable[[Any], tuple[Any, str | None]]
 REASONS = ("missing", "null", "type", "range", "category", "length", "unknown_field", "not_object")
 
 
+def _shown(spec: FieldSpec) -> Callable[[Any], str]:
+    """How a message quotes a value: as it is, or ``<withheld>`` for a personal field."""
+    if spec.personal:
+        return lambda _v: WITHHELD
+    return str
+
+
 def _numeric(spec: FieldSpec, integral: bool) -> Check:
     lo, hi = spec.min, spec.max
     kind = "an integer" if integral else "a number"
+    show = _shown(spec)
 
     def check(v: Any) -> tuple[Any, str | None]:
         t = type(v)
@@ -38,9 +47,9 @@ def _numeric(spec: FieldSpec, integral: bool) -> Check:
         if t is float and not math.isfinite(v):
             return None, "range: NaN and infinity are not accepted"
         if lo is not None and v < lo:
-            return None, f"range: {v} is below the minimum {lo:g}"
+            return None, f"range: {show(v)} is below the minimum {lo:g}"
         if hi is not None and v > hi:
-            return None, f"range: {v} is above the maximum {hi:g}"
+            return None, f"range: {show(v)} is above the maximum {hi:g}"
         return v, None
 
     return check
@@ -71,25 +80,28 @@ def _string(spec: FieldSpec) -> Check:
 def _category(spec: FieldSpec) -> Check:
     allowed = frozenset(spec.categories or ())
     shown = ", ".join(sorted(allowed)[:10])
+    show = _shown(spec)
 
     def check(v: Any) -> tuple[Any, str | None]:
         if type(v) is not str:
             return None, f"type: expected a category string, got {_tname(v)}"
         if v not in allowed:
-            return None, f"category: {v[:50]!r} is not one of: {shown}"
+            return None, f"category: {show(repr(v[:50]))} is not one of: {shown}"
         return v, None
 
     return check
 
 
-def _datetime(_: FieldSpec) -> Check:
+def _datetime(spec: FieldSpec) -> Check:
+    show = _shown(spec)
+
     def check(v: Any) -> tuple[Any, str | None]:
         if type(v) is not str:
             return None, f"type: expected an RFC 3339 timestamp string, got {_tname(v)}"
         try:
             dt = datetime.fromisoformat(v)
         except ValueError:
-            return None, f"type: {v[:40]!r} is not an RFC 3339 timestamp"
+            return None, f"type: {show(repr(v[:40]))} is not an RFC 3339 timestamp"
         if dt.tzinfo is None:
             return None, "type: timestamp needs a time zone (e.g. 'Z' or '+00:00')"
         if dt.utcoffset():
@@ -158,6 +170,7 @@ class ContractValidator:
         self._known = frozenset(specs)
         self._specs = specs
         self._policy = contract.unknown_fields if unknown_fields is None else unknown_fields
+        self._personal = any(f.personal for f in contract.fields.values())
         self._fast = _compile_fast(
             [
                 (n, s, req, null)
@@ -230,7 +243,8 @@ class ContractValidator:
         return {name: _example(self._specs[name]) for name in self._specs}
 
     def validate(self, records: Sequence[Any], *, keep_rejected: bool = True) -> Outcome:
-        """Validate many records; rejections keep the input index (and record, if asked)."""
+        """Validate many records; rejections keep the input index (and record, if asked:
+        redacted when the contract has personal fields, see :func:`.privacy.redact`)."""
         valid: list[JsonRecord] = []
         rejections: list[Rejection] = []
         fast = self._fast
@@ -242,9 +256,10 @@ class ContractValidator:
             if ok is not None:
                 valid.append(ok)
             else:
-                rejections.append(
-                    Rejection(index=i, errors=errors, record=record if keep_rejected else None)
-                )
+                kept = None
+                if keep_rejected:
+                    kept = redact(record, self.contract) if self._personal else record
+                rejections.append(Rejection(index=i, errors=errors, record=kept))
         return Outcome(valid, rejections)
 
 

@@ -8,7 +8,9 @@ import asyncio
 from flywheel_shared.events import remember_encoded
 from flywheel_shared.http import ReadinessCheck
 from flywheel_shared.kafka.consumer import ConsumerConfig, EventConsumer
+from flywheel_shared.privacy import LetterRedactor, has_personal, require_key
 from flywheel_shared.runtime import KafkaRuntime
+from flywheel_shared.spec import DatasetContract
 from flywheel_shared.storage import ObjectStore
 
 from .contracts import ContractSource
@@ -51,6 +53,10 @@ class Runtime(KafkaRuntime):
             max_age_s=settings.segment_seconds,
             vouched=self.plane.vouched,
         )
+        # Contracts from spec files are known now: production refuses personal fields without
+        # a key (the registry's arrive later and are hashed with the process key if need be).
+        require_key(settings.environment, map(contracts.get, contracts.names()))
+        self.redact = letter_redactor(contracts)
         if settings.run_writer:
             # The writer reads back what this process publishes: the data.validated events it
             # encoded are handed back as they are when the bytes match (no second decode).
@@ -78,6 +84,7 @@ class Runtime(KafkaRuntime):
                     ConsumerConfig(group_id="flywheel-ingest-raw", topics=["data.raw"]),
                     self.plane.on_raw,
                     self.producer,
+                    redact=self.redact,
                 )
             )
         if s.run_writer:
@@ -92,6 +99,7 @@ class Runtime(KafkaRuntime):
                     on_revoked=self.writer.on_revoked,
                     on_tick=self.writer.tick,
                     drain=self.writer.flush,
+                    redact=self.redact,
                 )
             )
         return out
@@ -112,3 +120,17 @@ class Runtime(KafkaRuntime):
         """Readiness check of the dataset store."""
         await asyncio.to_thread(self.store.list, "datasets")
         return None
+
+
+def letter_redactor(contracts: ContractSource) -> LetterRedactor:
+    """Dead letters of ``data.raw`` and ``data.validated`` events without personal values
+    (their contract is the event's ``dataset``)."""
+
+    def contract_of(obj: dict[str, object]) -> DatasetContract | None:
+        dataset = obj.get("dataset")
+        return contracts.get(dataset) if isinstance(dataset, str) else None
+
+    def any_personal() -> bool:
+        return any(has_personal(contracts.get(n)) for n in contracts.names())
+
+    return LetterRedactor(contract_of, any_personal)

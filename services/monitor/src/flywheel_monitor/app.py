@@ -43,7 +43,7 @@ from .aliases import AliasChanges
 from .calibrations import Calibrations
 from .dispatch import Dispatcher
 from .handlers import Handlers
-from .lookups import Lookups
+from .lookups import Lookups, letter_redactor
 from .messages import Unprocessable
 from .metrics import LAG
 from .runtime import Monitor
@@ -180,7 +180,9 @@ def build(settings: MonitorSettings) -> Monitor:
     watch_table, join_table, brain_table = (
         app.Table(t, partitions=P, key_type=bytes, value_type=bytes) for t in TABLES
     )
-    dispatch = Dispatcher(app.conf.id, out, mon.recent, settings.max_attempts)
+    dispatch = Dispatcher(
+        app.conf.id, out, mon.recent, settings.max_attempts, redact=letter_redactor(cache)
+    )
     handlers = Handlers(
         mon,
         dispatch,

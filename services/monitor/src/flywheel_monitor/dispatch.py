@@ -21,7 +21,7 @@ from typing import Any
 import faust
 
 from flywheel_shared.events import Event, encode_event
-from flywheel_shared.kafka.consumer import Poison, dead_letter
+from flywheel_shared.kafka.consumer import LetterRedact, Poison, dead_letter
 from flywheel_shared.registry import RegistryUnavailable
 
 from .messages import Unprocessable
@@ -42,6 +42,8 @@ class Dispatcher:
     out: dict[str, faust.TopicT]  # by logical name: the decision topics and "deadletter"
     recent: deque[dict[str, Any]]
     max_attempts: int
+    redact: LetterRedact | None = None
+    """Takes personal values out of dead letters (see :func:`.lookups.letter_redactor`)."""
 
     async def publish(self, events: list[Event]) -> None:
         """Send decisions and wait for the broker's acknowledgement of each."""
@@ -77,7 +79,9 @@ class Dispatcher:
             value=event.value or b"",
             error=error,
             attempts=attempts,
+            redact=self.redact,
         )
+        error = letter.error
         await (await self.out["deadletter"].send(key=None, value=encode_event(letter)))
         DEADLETTERED.labels(msg.topic).inc()
         log.warning(

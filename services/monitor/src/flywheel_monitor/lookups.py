@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flywheel_shared.events import PredictionsLogged
+from flywheel_shared.privacy import LetterRedactor, has_personal
 from flywheel_shared.regcache import RegistryCache
 from flywheel_shared.registry import RegistryError, RegistryUnavailable
 from flywheel_shared.spec import DatasetContract, ModelSpec, UnknownFieldPolicy
@@ -74,7 +75,8 @@ class Lookups:
 class FeatureChecks:
     """Serving logs features that passed the contract: others come from a broken producer
     and would feed the drift detectors garbage. Missing or null features are tolerated
-    (an older version may have fewer); a wrong type, range or category is not."""
+    (an older version may have fewer); a wrong type, range or category is not. Personal
+    features are not checked: serving logs their keyed hash, or nothing."""
 
     _held: dict[str, tuple[ModelSpec, ContractValidator]] = field(default_factory=dict)
 
@@ -82,7 +84,12 @@ class FeatureChecks:
         """Raise :class:`Unprocessable` if a prediction's features break the contract."""
         held = self._held.get(ev.model)
         if held is None or held[0] is not spec:
-            names = [f for f in spec.features if f in spec.dataset.fields]
+            # Personal features arrive hashed or dropped (see flywheel_shared.privacy).
+            names = [
+                f
+                for f in spec.features
+                if f in spec.dataset.fields and not spec.dataset.fields[f].personal
+            ]
             validator = ContractValidator(
                 spec.dataset,
                 fields=names,
@@ -96,3 +103,21 @@ class FeatureChecks:
                 f"features break the contract of dataset '{spec.dataset.name}': "
                 + describe(outcome.rejections, what="prediction")
             )
+
+
+def letter_redactor(cache: RegistryCache) -> LetterRedactor:
+    """Dead letters without personal values: a ``predictions`` event's contract is its
+    model's dataset, a ``data.labels`` event's its dataset (as the cache knows them)."""
+
+    def contract_of(obj: dict[str, Any]) -> DatasetContract | None:
+        specs = cache.cached_specs()
+        model, dataset = obj.get("model"), obj.get("dataset")
+        for spec in specs:
+            if spec.name == model or spec.dataset.name == dataset:
+                return spec.dataset
+        return None
+
+    def any_personal() -> bool:
+        return any(has_personal(spec.dataset) for spec in cache.cached_specs())
+
+    return LetterRedactor(contract_of, any_personal)

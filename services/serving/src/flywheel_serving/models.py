@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from flywheel_shared.aliases import ALIASES
+from flywheel_shared.auth import UnsafeSettings
 from flywheel_shared.events import ModelAliasChanged
 from flywheel_shared.kafka.consumer import MemoryProcessedIds
 from flywheel_shared.modelio import FORMAT, load_model
+from flywheel_shared.privacy import personal_fields, require_key
 from flywheel_shared.regcache import RegistryCache, RegistryPort
 from flywheel_shared.registry import ModelVersion, RegistryError, RegistryUnavailable
 from flywheel_shared.spec import FieldType, ModelSpec, UnknownFieldPolicy
@@ -69,6 +71,8 @@ class LoadedModel:
     id_field: str | None
     estimator: Any
     validator: ContractValidator
+    personal: frozenset[str] = frozenset()
+    """Features the contract marks personal: hashed or dropped in the prediction log."""
     batcher: AdaptiveBatcher = field(init=False)
 
     def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,7 +145,9 @@ class ModelManager:
         resync_s: float = 30.0,
         retry_max_s: float = 10.0,
         on_change: Callable[[], None] | None = None,
+        environment: str = "dev",
     ) -> None:
+        self.environment = environment
         self.registry = (
             registry
             if isinstance(registry, RegistryCache)
@@ -307,6 +313,11 @@ class ModelManager:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        try:  # production serves no personal fields without a key to hash them with
+            require_key(self.environment, [spec.dataset])
+        except UnsafeSettings as exc:
+            MODEL_LOADS.labels(name, "refused").inc()
+            raise LoadError(f"{name} v{version}: {exc}") from None
         mv = await self.registry.version(name, version)
         if mv.artifact_format != FORMAT:
             MODEL_LOADS.labels(name, "unsupported").inc()
@@ -366,4 +377,5 @@ def build_model(
         id_field=id_field,
         estimator=estimator,
         validator=validator,
+        personal=personal_fields(contract) & frozenset(features),
     )

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from flywheel_shared.events import Prediction
+from flywheel_shared.privacy import redact_record
 
 from .domain.routing import Route, choose
 from .ids import new_id
@@ -221,6 +222,7 @@ class DataPlane:
         latency = round(elapsed * 1000, 3)
         features = model.features
         id_field = model.id_field
+        personal = model.personal
         self.sink.offer(
             model.name,
             [
@@ -231,7 +233,7 @@ class DataPlane:
                         "record_id": rec.get(id_field) if id_field else None,
                         "version": model.version,
                         "route": route,
-                        "features": {f: rec.get(f) for f in features},
+                        "features": _logged({f: rec.get(f) for f in features}, personal),
                         "output": out,
                         "latency_ms": latency,
                         "at": at,
@@ -266,6 +268,11 @@ class DataPlane:
 _PREDICTION_FIELDS = frozenset(Prediction.model_fields)
 assert not Prediction.__pydantic_post_init__ and not Prediction.__pydantic_root_model__
 _new, _set = Prediction.__new__, object.__setattr__
+
+
+def _logged(features: dict[str, Any], personal: frozenset[str]) -> dict[str, Any]:
+    """The features as the prediction log may carry them (personal ones hashed or dropped)."""
+    return redact_record(features, personal) if personal else features
 
 
 def _prediction(values: dict[str, Any]) -> Prediction:

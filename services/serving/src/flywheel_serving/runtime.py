@@ -74,6 +74,7 @@ class ServingRuntime(KafkaRuntime):
             resync_s=settings.resync_s,
             retry_max_s=settings.retry_max_s,
             on_change=self._freeze_new,
+            environment=settings.environment,
         )
         self.log = PredictionLog(
             self.producer,

@@ -145,6 +145,14 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def reference_sample(spec: ModelSpec, holdout: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """The monitor's drift reference: the holdout's features, label and scores (its last
+    :data:`REFERENCE_ROWS`). Personal features are not monitored, so not kept either."""
+    kept = [f for f in spec.features if not spec.dataset.fields[f].personal]
+    label = spec.dataset.label_field
+    return holdout[[*kept, label]].assign(_score=scores).tail(REFERENCE_ROWS)
+
+
 def fit_and_evaluate(
     spec: ModelSpec, split: Split, entrypoint: str, params: dict[str, Any], seed: int
 ) -> tuple[Any, dict[str, float], np.ndarray]:
@@ -243,11 +251,7 @@ async def train(job: TrainJob) -> TrainResult:
         champion_version, champion_metrics = await _champion(client, job, split)
         gate = apply_gates(spec.metrics.gates, metrics, champion_metrics)
         artifact = await client.upload_artifact(dump_model(model))
-        label = spec.dataset.label_field
-        reference = (
-            split.holdout[[*spec.features, label]].assign(_score=scores).tail(REFERENCE_ROWS)
-        )
-        ref = await client.upload_artifact(_parquet(reference))
+        ref = await client.upload_artifact(_parquet(reference_sample(spec, split.holdout, scores)))
         # The registry's rollout policy picks the first alias (and a canary's weight).
         registered = await client.register_version(
             job.model,

@@ -66,6 +66,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+LetterRedact = Callable[[bytes, str], tuple[bytes, str]]
+"""Takes personal values out of a dead letter's bytes and reason (see ``privacy``)."""
+
 #: Bytes of a dead-lettered value kept in the letter (base64 makes it 4/3 as large): far
 #: under the dead-letter topic's 16 MiB max.message.bytes whatever arrived.
 DEADLETTER_KEEP_BYTES = 1024 * 1024
@@ -98,13 +101,17 @@ def dead_letter(
     error: str,
     attempts: int,
     event_id: UUID | None = None,
+    redact: LetterRedact | None = None,
 ) -> DeadLetter:
     """The letter for a record that could not be processed, with the reason and its bytes.
 
-    A value over :data:`DEADLETTER_KEEP_BYTES` keeps its head and is named by size and sha256:
-    the letter must fit on the dead-letter topic, or publishing it would fail on every retry
-    and hold the partition forever.
+    ``redact`` (a :class:`~flywheel_shared.privacy.LetterRedactor`) first takes personal
+    values out of the bytes and the reason. A value over :data:`DEADLETTER_KEEP_BYTES` keeps
+    its head and is named by size and sha256: the letter must fit on the dead-letter topic,
+    or publishing it would fail on every retry and hold the partition forever.
     """
+    if redact is not None:
+        value, error = redact(value, error)
     if len(value) > DEADLETTER_KEEP_BYTES:
         digest = hashlib.sha256(value).hexdigest()
         error = (
@@ -213,8 +220,10 @@ class EventConsumer:
         on_revoked: Callable[[set[TopicPartition]], Awaitable[None]] | None = None,
         on_tick: Callable[[], Awaitable[None]] | None = None,
         drain: Callable[[], Awaitable[None]] | None = None,
+        redact: LetterRedact | None = None,
     ) -> None:
         self.settings = settings
+        self.redact = redact
         self.config = config
         self.handler = handler
         self.producer = producer
@@ -387,7 +396,9 @@ class EventConsumer:
             value=value,
             error=error,
             attempts=attempts,
+            redact=self.redact,
         )
+        error = letter.error
         await self.producer.publish(letter)  # a failure here is transient: rewind and retry
         KAFKA_DEADLETTERED.labels(self.config.group_id, d.topic).inc()
         log.warning(

@@ -96,13 +96,17 @@ def _f(x: object) -> float | None:
 def field_stats(
     contract: DatasetContract, table: pa.Table
 ) -> dict[str, NumericStats | CategoricalStats]:
-    """Per-field summary: count, nulls, min/max/mean/std for numbers, counts for categories."""
+    """Per-field summary: count, nulls, min/max/mean/std for numbers, counts for categories
+    (a personal field gets its count and nulls only: the summary is published)."""
     out: dict[str, NumericStats | CategoricalStats] = {}
     for name, spec in contract.fields.items():
         col = table.column(name)
         nulls = col.null_count
         count = len(col) - nulls
-        if spec.type in (FieldType.INT, FieldType.FLOAT):
+        if spec.personal:
+            numeric = spec.type in (FieldType.INT, FieldType.FLOAT)
+            out[name] = (NumericStats if numeric else CategoricalStats)(count=count, nulls=nulls)
+        elif spec.type in (FieldType.INT, FieldType.FLOAT):
             if count:
                 mm = pc.min_max(col)
                 out[name] = NumericStats(

@@ -179,7 +179,11 @@ def config_from_spec(
     else:
         raise ValueError(f"backend must be auto, permissive or alibi, got {backend!r}")
     d = spec.drift
+    # Personal features are not monitored: serving logs only their keyed hash (or nothing),
+    # and the trainer's reference sample leaves them out (see flywheel_shared.privacy).
+    fields = spec.dataset.fields
     features = tuple(d.features) if d.features else tuple(spec.features)
+    features = tuple(f for f in features if f not in fields or not fields[f].personal)
     kinds: dict[str, FeatureKind] = {}
     for f in features:
         if f not in spec.dataset.fields:
