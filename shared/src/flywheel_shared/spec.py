@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=_NAME, description="lower-case name: [a-z][a-z0-9_-]*")]
@@ -69,6 +69,36 @@ class FieldSpec(_Strict):
         return self
 
 
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: seconds as a number, or a string such as ``90s``, ``12h``, ``30d``, ``2w``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"cannot read duration {value!r}; write e.g. 3600, '12h' or '30d'")
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    return value
+
+
+Duration = Annotated[
+    float,
+    Field(gt=0),
+    BeforeValidator(_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ]
+        }
+    ),
+]
+"""Seconds (> 0), written as a number or as a string such as ``90s``, ``12h``, ``30d``, ``2w``."""
+
+
 class DatasetContract(_Strict):
     """The data contract enforced at the edge by ingest."""
 
@@ -78,6 +108,11 @@ class DatasetContract(_Strict):
     time_field: str = Field(description="event time of the record (RFC 3339)")
     label_field: str | None = Field(None, description="ground truth; may arrive late")
     unknown_fields: UnknownFieldPolicy = UnknownFieldPolicy.REJECT
+    retention_s: Duration | None = Field(
+        None,
+        description="segments whose newest record is older than this are left out of new "
+        "snapshots (seconds, or '30d', '12h'); unset: kept for ever",
+    )
 
     @model_validator(mode="after")
     def _known_roles(self) -> DatasetContract:
