@@ -68,6 +68,8 @@ def snapshot_key(dataset: str, snapshot: str) -> str:
 
 
 def _numeric(parts: Sequence[NumericStats]) -> NumericStats:
+    if len(parts) == 1:
+        return parts[0]
     count, nulls = sum(p.count for p in parts), sum(p.nulls for p in parts)
     known = [p for p in parts if p.count and p.mean is not None]
     mins = [p.min for p in parts if p.min is not None]
