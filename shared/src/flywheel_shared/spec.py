@@ -99,6 +99,36 @@ Duration = Annotated[
 """Seconds (> 0), written as a number or as a string such as ``90s``, ``12h``, ``30d``, ``2w``."""
 
 
+class BatchChecks(_Strict):
+    """Thresholds of the checks comparing a new batch's statistics with a baseline snapshot's
+    (the one the production model was trained on)."""
+
+    null_rate_jump: float = Field(
+        0.2, ge=0, le=1, description="a field's null rate may rise this much above the baseline's"
+    )
+    range_excess: float = Field(
+        1.0, ge=0, description="numbers may reach this many baseline widths beyond its min/max"
+    )
+    category_tv: float = Field(
+        0.3, ge=0, le=1, description="largest total-variation distance of category shares"
+    )
+    volume_ratio: tuple[float, float] = Field(
+        (0.05, 20.0),
+        description="a batch's rows over the baseline's rows per segment must lie in (low, high)",
+    )
+    max_duplicate_ids: int = Field(0, ge=0, description="repeated record ids allowed in a batch")
+    min_baseline_rows: int = Field(
+        1000, ge=0, description="the baseline checks apply once the baseline has this many rows"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchChecks:
+        low, high = self.volume_ratio
+        if not 0 <= low < high:
+            raise ValueError(f"volume_ratio needs 0 <= low < high, not ({low}, {high})")
+        return self
+
+
 class DatasetContract(_Strict):
     """The data contract enforced at the edge by ingest."""
 
@@ -112,6 +142,10 @@ class DatasetContract(_Strict):
         None,
         description="segments whose newest record is older than this are left out of new "
         "snapshots (seconds, or '30d', '12h'); unset: kept for ever",
+    )
+
+    checks: BatchChecks = Field(
+        default_factory=BatchChecks, description="thresholds of the new-batch checks"
     )
 
     @model_validator(mode="after")
