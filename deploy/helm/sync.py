@@ -156,6 +156,14 @@ def secret_ref(*keys: str, required_name: bool = False) -> dict[str, Any]:
     return strict({"name": STR, **{k: STR for k in keys}}, ["name"] if required_name else None)
 
 
+def topic_names() -> list[str]:
+    """The logical topic names (shared/src/flywheel_shared/topics.py)."""
+    sys.path.insert(0, str(ROOT / "shared" / "src"))
+    from flywheel_shared.topics import TOPICS
+
+    return sorted(TOPICS)
+
+
 GLOBAL = S(
     "object",
     description="Settings shared by every Flywheel chart (set once in the umbrella chart).",
@@ -192,6 +200,11 @@ GLOBAL = S(
                         ),
                         "tls": strict({"secretRef": secret_ref("caKey", "certKey", "keyKey")}),
                     }
+                ),
+                "topicRetentionMs": S(
+                    "object",
+                    propertyNames=S("string", enum=topic_names()),
+                    additionalProperties=S("integer", minimum=-1),
                 ),
                 "extraEnv": S("array", items=S("object", required=["name"])),
             },

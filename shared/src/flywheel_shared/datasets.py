@@ -1,9 +1,10 @@
 """Datasets as ingest stores them, read by everyone else.
 
 A dataset is an append-only list of Parquet segments listed in its manifest
-(``datasets/<name>/manifest.json`` in the object store); a snapshot is a prefix of that list,
-named by the hash of its ordered segment hashes. Ingest writes manifests; the trainer and
-``reproduce`` read snapshots back.
+(``datasets/<name>/manifest.json`` in the object store); a snapshot is a selection of that
+list, named by the hash of its ordered segment hashes: a prefix here, and an explicit record
+(segments left out, e.g. for retention) in :mod:`.snapshots`. Ingest writes manifests; the
+trainer and ``reproduce`` read snapshots back.
 """
 
 from __future__ import annotations

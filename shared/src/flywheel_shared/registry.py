@@ -46,6 +46,8 @@ class Lineage(_Model):
     dataset: str
     snapshot_id: str
     snapshot_rows: int
+    excluded_segments: int = Field(0, description="segments the snapshot left out (retention)")
+    excluded_rows: int = Field(0, description="rows in those segments")
     window: dict[str, Any] = Field(default_factory=dict, description="rows used from the snapshot")
     code_version: str = Field(description="git commit or package version of the recipe's code")
     recipe: str = Field(description="'package.module:function'")

@@ -38,6 +38,11 @@ class KafkaSettings(BaseSettings):
     ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: str | None = Field(None, description="client certificate's key (mutual TLS)")
     replication_factor: int = Field(1, ge=1, description="for topics created at start-up")
+    topic_retention_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description='retention.ms per logical topic (e.g. {"data.raw": 86400000}; -1: for '
+        "ever) for topics created at start-up, over the defaults of flywheel_shared.topics",
+    )
     linger_ms: int = Field(5, ge=0, description="producer batching delay")
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
         "zstd",
@@ -45,6 +50,19 @@ class KafkaSettings(BaseSettings):
     )
     max_request_bytes: int = Field(16 * 1024 * 1024, description="largest message produced")
     session_timeout_ms: int = Field(10_000, description="consumer group session timeout")
+
+    @model_validator(mode="after")
+    def _known_topics(self) -> Self:
+        from .topics import TOPICS  # topics imports the events: not at module level
+
+        for name, ms in self.topic_retention_ms.items():
+            if name not in TOPICS:
+                raise ValueError(
+                    f"topic_retention_ms: no topic '{name}' (one of {', '.join(sorted(TOPICS))})"
+                )
+            if ms < -1:
+                raise ValueError(f"topic_retention_ms['{name}']: {ms} (milliseconds, or -1)")
+        return self
 
     @model_validator(mode="after")
     def _read_password_file(self) -> Self:

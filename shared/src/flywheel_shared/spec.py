@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=_NAME, description="lower-case name: [a-z][a-z0-9_-]*")]
@@ -74,6 +74,66 @@ class FieldSpec(_Strict):
         return self
 
 
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: seconds as a number, or a string such as ``90s``, ``12h``, ``30d``, ``2w``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"cannot read duration {value!r}; write e.g. 3600, '12h' or '30d'")
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    return value
+
+
+Duration = Annotated[
+    float,
+    Field(gt=0),
+    BeforeValidator(_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ]
+        }
+    ),
+]
+"""Seconds (> 0), written as a number or as a string such as ``90s``, ``12h``, ``30d``, ``2w``."""
+
+
+class BatchChecks(_Strict):
+    """Thresholds of the checks comparing a new batch's statistics with a baseline snapshot's
+    (the one the production model was trained on)."""
+
+    null_rate_jump: float = Field(
+        0.2, ge=0, le=1, description="a field's null rate may rise this much above the baseline's"
+    )
+    range_excess: float = Field(
+        1.0, ge=0, description="numbers may reach this many baseline widths beyond its min/max"
+    )
+    category_tv: float = Field(
+        0.3, ge=0, le=1, description="largest total-variation distance of category shares"
+    )
+    volume_ratio: tuple[float, float] = Field(
+        (0.05, 20.0),
+        description="a batch's rows over the baseline's rows per segment must lie in (low, high)",
+    )
+    max_duplicate_ids: int = Field(0, ge=0, description="repeated record ids allowed in a batch")
+    min_baseline_rows: int = Field(
+        1000, ge=0, description="the baseline checks apply once the baseline has this many rows"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchChecks:
+        low, high = self.volume_ratio
+        if not 0 <= low < high:
+            raise ValueError(f"volume_ratio needs 0 <= low < high, not ({low}, {high})")
+        return self
+
+
 class DatasetContract(_Strict):
     """The data contract enforced at the edge by ingest."""
 
@@ -83,6 +143,15 @@ class DatasetContract(_Strict):
     time_field: str = Field(description="event time of the record (RFC 3339)")
     label_field: str | None = Field(None, description="ground truth; may arrive late")
     unknown_fields: UnknownFieldPolicy = UnknownFieldPolicy.REJECT
+    retention_s: Duration | None = Field(
+        None,
+        description="segments whose newest record is older than this are left out of new "
+        "snapshots (seconds, or '30d', '12h'); unset: kept for ever",
+    )
+
+    checks: BatchChecks = Field(
+        default_factory=BatchChecks, description="thresholds of the new-batch checks"
+    )
 
     @model_validator(mode="after")
     def _known_roles(self) -> DatasetContract:

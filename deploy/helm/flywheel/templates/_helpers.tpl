@@ -156,6 +156,10 @@ imagePullSecrets:
   value: {{ $k.replicationFactor | default 1 | int | quote }}
 - name: FLYWHEEL_KAFKA_SECURITY_PROTOCOL
   value: {{ $proto | quote }}
+{{- with $k.topicRetentionMs }}
+- name: FLYWHEEL_KAFKA_TOPIC_RETENTION_MS
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- if $sasl.mechanism }}
 - name: FLYWHEEL_KAFKA_SASL_MECHANISM
   value: {{ $sasl.mechanism | quote }}

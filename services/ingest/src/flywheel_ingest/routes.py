@@ -41,6 +41,7 @@ from .bodies import (
 )
 from .contracts import ContractsUnavailable
 from .runtime import Runtime
+from .stats import DatasetStats, dataset_stats
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +230,18 @@ async def get_dataset(name: str, rt: AppRuntime) -> Response:
             "manifest_uri": rt.store.uri(manifest_key(name)),
         },
     )
+
+
+@reads.get(
+    "/v1/datasets/{name}/stats",
+    summary="Statistics of the current snapshot beside a baseline",
+    response_model=DatasetStats,
+    responses=responses(400, 404, 503),
+)
+async def get_dataset_stats(name: str, rt: AppRuntime, baseline: str | None = None) -> Response:
+    """Merged per-field statistics of the snapshot a training would use now (segments past
+    the contract's retention left out) and of ``baseline`` (a snapshot id; default: the
+    snapshot the dataset's production model was trained on, when ingest reads the registry)."""
+    await require_dataset(rt, name)
+    stats = await dataset_stats(rt, name, baseline)
+    return json_response(200, stats.model_dump(mode="json"))

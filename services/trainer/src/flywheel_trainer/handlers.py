@@ -23,7 +23,8 @@ from flywheel_shared.kafka.consumer import Delivery, TransientError
 from flywheel_shared.kafka.producer import EventProducer
 from flywheel_shared.logging import correlation as log_correlation
 from flywheel_shared.regcache import RegistryCache
-from flywheel_shared.registry import RegistryClient, RegistryUnavailable
+from flywheel_shared.registry import Lineage, RegistryClient, RegistryUnavailable
+from flywheel_shared.snapshots import build_snapshot, write_snapshot
 from flywheel_shared.spec import ModelSpec
 from flywheel_shared.storage import ObjectStore
 
@@ -42,6 +43,12 @@ DURATION = Histogram(
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
 )
 TRIGGERS = Counter("flywheel_trainer_triggers_total", "Triggers accepted", ["model", "kind"])
+
+
+def covered_rows(lineage: Lineage) -> int:
+    """Rows of the dataset a version's snapshot accounted for: those it trained on and those
+    it left out (retention); rows beyond these are new data."""
+    return lineage.snapshot_rows + lineage.excluded_rows
 
 
 class TrainerService:
@@ -93,7 +100,7 @@ class TrainerService:
                 raise TransientError(str(exc)) from exc
             latest = max(versions, key=lambda v: v.version, default=None)
             self._state[model] = (
-                TrainedState(latest.lineage.snapshot_rows, latest.created_at)
+                TrainedState(covered_rows(latest.lineage), latest.created_at)
                 if latest
                 else TrainedState()
             )
@@ -174,7 +181,9 @@ class TrainerService:
     async def _run(self, model: str, triggers: list[Trigger]) -> bool:
         spec = (await self.specs())[model]
         manifest = await asyncio.to_thread(read_manifest, self.store, spec.dataset.name)
-        snapshot = manifest.snapshot_id()
+        # The run's data: every segment now listed, less those past the dataset's retention.
+        record, _ = build_snapshot(manifest, retention_s=spec.dataset.retention_s)
+        snapshot = record.id
         kinds = {t.kind for t in triggers}
         need = max(t.min_rows for t in triggers)
         if manifest.total_rows < need:
@@ -211,6 +220,7 @@ class TrainerService:
         )
         # Every log line of this run carries the loop iteration's correlation id.
         with log_correlation(correlation):
+            await asyncio.to_thread(write_snapshot, self.store, record)
             try:
                 existing = [
                     v for v in await self.registry.list_versions(model) if v.run_id == run_id
@@ -263,7 +273,7 @@ class TrainerService:
             RUNS.labels(model, "passed" if result.passed else "rejected").inc()
             GATES.labels(model, "passed" if result.passed else "rejected").inc()
             assert result.lineage is not None
-            self._state[model] = TrainedState(result.lineage.snapshot_rows, datetime.now(UTC))
+            self._state[model] = TrainedState(covered_rows(result.lineage), datetime.now(UTC))
             await self.producer.publish(
                 TrainingCompleted(
                     event_id=derived_id("training.completed", run_id),

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from flywheel_shared.datasets import read_frame, read_manifest, snapshot_segments
+from flywheel_shared.datasets import read_frame, read_manifest
 from flywheel_shared.modelio import FORMAT, dump_model, load_model
 from flywheel_shared.registry import (
     Lineage,
@@ -38,6 +38,7 @@ from flywheel_shared.registry import (
     RegistryUnavailable,
     VersionCreate,
 )
+from flywheel_shared.snapshots import build_snapshot, resolve_snapshot, write_snapshot
 from flywheel_shared.spec import ModelSpec, Window
 from flywheel_shared.storage import ObjectStore
 
@@ -213,8 +214,12 @@ async def train(job: TrainJob) -> TrainResult:
             }
 
         manifest = await asyncio.to_thread(read_manifest, store, spec.dataset.name)
-        segments = snapshot_segments(manifest, snapshot)
-        snap_id = manifest.snapshot_id(len(segments))
+        if snapshot is None:  # the latest: a new snapshot, past-retention segments left out
+            record, segments = build_snapshot(manifest, retention_s=spec.dataset.retention_s)
+            await asyncio.to_thread(write_snapshot, store, record)
+        else:
+            record, segments = await asyncio.to_thread(resolve_snapshot, store, manifest, snapshot)
+        snap_id = record.id
         frame = await asyncio.to_thread(read_frame, store, window_segments(segments, window))
         split = training_split(spec, frame, window, fraction)
         model, metrics, scores = await asyncio.to_thread(
@@ -224,7 +229,9 @@ async def train(job: TrainJob) -> TrainResult:
         lineage = Lineage(
             dataset=spec.dataset.name,
             snapshot_id=snap_id,
-            snapshot_rows=sum(s.rows for s in segments),
+            snapshot_rows=record.rows,
+            excluded_segments=len(record.excluded),
+            excluded_rows=record.excluded_rows,
             window={**split.info, "segments": len(segments)},
             code_version=code_version,
             recipe=entrypoint,

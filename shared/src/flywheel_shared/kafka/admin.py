@@ -9,14 +9,22 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 
 from ..settings import KafkaSettings
-from ..topics import TOPICS
+from ..topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 
 
+def topic_configs(settings: KafkaSettings, spec: TopicSpec) -> dict[str, str]:
+    """A topic's broker configs: its spec's, with ``settings.topic_retention_ms`` over them."""
+    ms = settings.topic_retention_ms.get(spec.name)
+    return spec.configs if ms is None else {**spec.configs, "retention.ms": str(ms)}
+
+
 async def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
-    """Create the logical topics ``names`` (default: all) if missing; return those created."""
+    """Create the logical topics ``names`` (default: all) if missing; return those created.
+
+    A topic that exists already keeps its configs (change them with Kafka's own tools)."""
     specs = [TOPICS[n] for n in (names if names is not None else TOPICS)]
     admin = AIOKafkaAdminClient(**settings.client_kwargs(), client_id="flywheel-admin")
     await admin.start()
@@ -26,7 +34,7 @@ async def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = N
                 name=s.full_name(settings.topic_prefix),
                 num_partitions=s.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs=s.configs,
+                topic_configs=topic_configs(settings, s),
             )
             for s in specs
         ]
