@@ -17,6 +17,11 @@ Endpoints (JSON unless said otherwise; writes need ``Authorization: Bearer <toke
 - ``PUT  /v1/models/{name}/aliases/{alias}`` — :class:`AliasMove`; ``DELETE`` removes it
 - ``POST /v1/models/{name}/rollback`` — ``{"reason": ...}``: production back to its previous version
 - ``GET  /v1/models/{name}/history`` — the alias audit log, newest first
+- ``GET  /v1/audit?model=&token=&limit=`` — audited writes (naming their token), newest first
+
+Each write needs a token with a role (see :mod:`flywheel_shared.auth`): ``service`` to put
+specs, upload artifacts and register versions; ``operator`` to move or remove aliases, roll
+back and change a version's status. A token without it gets 403 ``forbidden_role``.
 
 Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
 """
@@ -120,16 +125,26 @@ class AliasMove(_Model):
     reason: str = ""
 
 
+AuditAction = Literal["move", "remove", "rollback", "verdict", "register", "status", "approve"]
+
+
 class AuditEntry(_Model):
-    """One alias change, append-only."""
+    """One write, append-only: an alias change (``alias`` set; the only kind in a model's
+    ``history``), or a registration or status change of ``to_version`` (no alias)."""
 
     id: int
     model: str
-    alias: Alias
+    alias: Alias | None
     from_version: int | None
     to_version: int | None
     weight: float | None = None
+    action: AuditAction | str = "move"
     actor: str
+    token: str | None = Field(
+        None,
+        description="the name of the bearer token that made the change (never the token); "
+        "null for a change no token made (a rollout verdict from Kafka) or an older row",
+    )
     reason: str
     at: AwareDatetime | datetime
 
@@ -339,4 +354,16 @@ class RegistryClient:
     async def history(self, model: str) -> list[AuditEntry]:
         """The alias audit log, newest first."""
         resp = await self._call("GET", f"/v1/models/{model}/history")
+        return [AuditEntry.model_validate(e) for e in resp.json()]
+
+    async def audit(
+        self, *, model: str | None = None, token: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Audited writes (alias changes, registrations, status changes), newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if model is not None:
+            params["model"] = model
+        if token is not None:
+            params["token"] = token
+        resp = await self._call("GET", "/v1/audit", params=params)
         return [AuditEntry.model_validate(e) for e in resp.json()]

@@ -213,14 +213,40 @@ def history(ctx: click.Context, model: str, limit: int) -> None:
     table = Table(title=f"{model} alias history")
     for col in ("when", "alias", "from", "to", "weight", "actor", "reason"):
         table.add_column(col)
-
-    def v(x: int | None) -> str:
-        return f"v{x}" if x is not None else "-"
-
     for e in entries[:limit]:
         weight = f"{e.weight:.0%}" if e.weight is not None else ""
         table.add_row(
-            _when(e.at), e.alias, v(e.from_version), v(e.to_version), weight, e.actor, e.reason
+            _when(e.at), e.alias, _v(e.from_version), _v(e.to_version), weight, e.actor, e.reason
+        )
+    out.print(table)
+
+
+def _v(x: int | None) -> str:
+    return f"v{x}" if x is not None else "-"
+
+
+@models.command("audit")
+@click.option("--model", default=None, help="Only this model's writes.")
+@click.option("--token", default=None, help="Only the writes of the token with this name.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_context
+def audit(ctx: click.Context, model: str | None, token: str | None, limit: int) -> None:
+    """Audited writes (alias changes, registrations, status changes), newest first, each
+    with the actor and the name of the token that made it."""
+    entries: list[AuditEntry] = _call(ctx, lambda c: c.audit(model=model, token=token, limit=limit))
+    table = Table(title="audit log")
+    for col in ("when", "model", "action", "alias", "to", "actor", "token", "reason"):
+        table.add_column(col, no_wrap=col in ("action", "token"))
+    for e in entries:
+        table.add_row(
+            _when(e.at),
+            e.model,
+            e.action,
+            e.alias or "-",
+            _v(e.to_version),
+            e.actor,
+            e.token or "-",
+            e.reason,
         )
     out.print(table)
 

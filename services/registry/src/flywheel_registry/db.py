@@ -130,19 +130,22 @@ class AliasRow(Base):
 
 
 class AuditRow(Base):
-    """One alias change; rows are only ever inserted."""
+    """One write: an alias change (``alias`` set), a registration or a status change (no
+    alias); rows are only ever inserted."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_model_id", "model", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(63))
-    alias: Mapped[str] = mapped_column(String(16))
+    alias: Mapped[str | None] = mapped_column(String(16), nullable=True)
     from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     weight: Mapped[float | None] = mapped_column(Float, nullable=True)
     action: Mapped[str] = mapped_column(String(16), default="move")
     actor: Mapped[str] = mapped_column(String(200))
+    token: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The name of the bearer token that made the change (never the token); None: none."""
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -135,10 +135,21 @@ class Repository:
         return [(r.action, r.from_version, r.to_version) for r in rows]
 
     def audit(self, model: str) -> Sequence[AuditRow]:
-        """The alias audit log of ``model``, newest first."""
+        """The alias audit log of ``model`` (its alias changes), newest first."""
         return self.session.scalars(
-            select(AuditRow).where(AuditRow.model == model).order_by(AuditRow.id.desc())
+            select(AuditRow)
+            .where(AuditRow.model == model, AuditRow.alias.is_not(None))
+            .order_by(AuditRow.id.desc())
         ).all()
+
+    def audit_log(self, model: str | None, token: str | None, limit: int) -> Sequence[AuditRow]:
+        """The newest ``limit`` audit rows (of ``model``, by ``token``), newest first."""
+        query = select(AuditRow)
+        if model is not None:
+            query = query.where(AuditRow.model == model)
+        if token is not None:
+            query = query.where(AuditRow.token == token)
+        return self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit)).all()
 
     # -- artifacts and consumed events ----------------------------------------------------
 

@@ -9,7 +9,7 @@ from flywheel_shared.registry import ModelVersion, VersionCreate
 from flywheel_shared.spec import ModelSpec
 
 from .. import outbox, records
-from ..db import VersionRow, utcnow
+from ..db import AuditRow, VersionRow, utcnow
 from ..domain.aliases import check_retirable, check_status, first_alias, plan_move
 from ..domain.errors import Unprocessable
 from ..metrics import VERSIONS_REGISTERED
@@ -22,7 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def register_version(
-    db: Database, model: str, body: VersionCreate, *, actor: str = "api", rollout: bool = False
+    db: Database,
+    model: str,
+    body: VersionCreate,
+    *,
+    actor: str = "api",
+    rollout: bool = False,
+    token: str | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Register a version (next number); the same ``run_id`` returns the existing one.
 
@@ -94,6 +100,19 @@ def register_version(
                 correlation_id=outbox.correlation(body.correlation_id),
             ),
         )
+        repo.add(
+            AuditRow(
+                model=model,
+                alias=None,
+                from_version=None,
+                to_version=row.version,
+                action="register",
+                actor=actor,
+                token=token,
+                reason=f"registered as {body.status} (run {body.run_id})",
+                at=now,
+            )
+        )
         tx.after_commit(VERSIONS_REGISTERED.labels(body.status).inc)
         if start is not None:
             alias, weight = start
@@ -106,6 +125,7 @@ def register_version(
                 reason=f"first alias of version {row.version} (run {body.run_id})",
                 action="move",
                 cause="registration",
+                token=token,
             )
         result = records.version(row)
     log.info(
@@ -132,15 +152,37 @@ def get_version(db: Database, model: str, version: int) -> ModelVersion:
 
 
 def set_status(
-    db: Database, model: str, version: int, status: str, reason: str = ""
+    db: Database,
+    model: str,
+    version: int,
+    status: str,
+    reason: str = "",
+    *,
+    actor: str = "api",
+    token: str | None = None,
 ) -> ModelVersion:
-    """Change a version's status; refuses to retire a version an alias points at."""
+    """Change a version's status (audited); refuses to retire a version an alias points at."""
     check_status(status)
     with db.write() as tx:
         repo = Repository(tx.session)
         lookup.locked_model(repo, model)
         row = lookup.version(repo, model, version)
         check_retirable(records.pointers(repo, model), version, status)
-        row.status, row.status_reason, row.updated_at = status, reason, utcnow()
+        before, now = row.status, utcnow()
+        row.status, row.status_reason, row.updated_at = status, reason, now
+        if before != status:
+            repo.add(
+                AuditRow(
+                    model=model,
+                    alias=None,
+                    from_version=version,
+                    to_version=version,
+                    action="status",
+                    actor=actor,
+                    token=token,
+                    reason=f"{before} → {status}" + (f": {reason}" if reason else ""),
+                    at=now,
+                )
+            )
         repo.flush()
         return records.version(row)
