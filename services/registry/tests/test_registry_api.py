@@ -258,7 +258,9 @@ async def test_the_openapi_names_each_writes_role_and_status_changes_are_audited
     assert roles[("/v1/models/{name}/versions", "post")] == ["service"]
     assert roles[("/v1/models/{name}/spec", "put")] == ["service"]
     assert roles[("/v1/artifacts", "post")] == ["service"]
+    assert roles[("/v1/models/{name}/versions/{version}/approve", "post")] == ["approver"]
     assert roles[("/v1/audit", "get")] is None  # reads are open without read_auth
+    assert roles[("/v1/approvals", "get")] is None
     forbidden = paths["/v1/models/{name}/rollback"]["post"]["responses"]["403"]["description"]
     assert "forbidden_role" in forbidden and "`operator`" in forbidden
 

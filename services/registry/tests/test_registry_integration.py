@@ -349,6 +349,81 @@ async def test_verdicts_on_kafka_walk_the_rollout_policy_once(registry: Registry
     assert of_model(changed, name, ModelAliasChanged)[-1].actor == "monitor"
 
 
+async def test_a_gated_promotion_waits_for_an_approver_token(registry: Registry) -> None:
+    async with registry.client() as admin:
+        name = unique()
+        await admin.put_spec(spec_text(name, require_approval="production"))
+        artifact = await admin.upload_artifact(name.encode())
+        for i, alias in enumerate((None, "canary")):
+            body = version_body(f"{name}-run{i}", artifact.sha256, first_alias=alias)
+            await admin.register_version(name, body)
+        await admin.move_alias(name, "production", 1)
+        await registry.publish(
+            RolloutVerdict(
+                model=name,
+                version=2,
+                alias="canary",
+                decision="promote",
+                reasons=["the canary looks healthy"],
+            )
+        )
+
+        async def held() -> bool:
+            return bool(await admin.approvals(model=name))
+
+        await wait_for(held, "an approval pending")
+        [pending] = await admin.approvals(model=name)
+        assert (pending.version, pending.alias, pending.state) == (2, "production", "pending")
+        assert "the canary looks healthy" in pending.reason
+        info = await admin.get_model(name)
+        assert (info.aliases["production"].version, info.aliases["canary"].version) == (1, 2)
+    for who in ("ops-alice", "trainer-svc", "reader-bob"):
+        async with registry.client(secret(who)) as client:
+            with pytest.raises(RegistryError) as exc:
+                await client.approve(name, 2, reason="not mine to approve")
+            assert (exc.value.status, exc.value.code) == (403, "forbidden_role")
+            assert "'approver'" in exc.value.detail and f"'{who}'" in exc.value.detail
+
+    def cli(token: str, *args: str) -> Any:  # in a thread: the CLI runs its own event loop
+        env = {"FLYWHEEL_REGISTRY_URL": registry.proc.url, "FLYWHEEL_REGISTRY_TOKEN": token}
+        return CliRunner().invoke(models_cli, list(args), env=env)
+
+    listed = await asyncio.to_thread(cli, TOKEN, "approvals", "--model", name)
+    assert listed.exit_code == 0 and "production" in listed.output, listed.output
+    refused = await asyncio.to_thread(cli, secret("ops-alice"), "approve", name, "2")
+    assert refused.exit_code == 1 and "403 forbidden_role" in refused.output, refused.output
+    assert "Traceback" not in refused.output
+    carol_token = secret("approver-carol")
+    approved = await asyncio.to_thread(
+        cli, carol_token, "approve", name, "2", "--reason", "metrics reviewed"
+    )
+    assert approved.exit_code == 0, approved.output
+    assert "production → v2 (approved)" in approved.output
+    async with registry.client(carol_token) as carol:
+        [done] = await carol.approvals(model=name, state="approved")
+        assert (done.version, done.decided_by) == (2, "approver-carol")
+        assert set((await carol.get_model(name)).aliases) == {"production"}
+        assert (await carol.get_model(name)).aliases["production"].version == 2
+        with pytest.raises(RegistryError) as exc:
+            await carol.approve(name, 2)
+        assert (exc.value.status, exc.value.code) == (409, "no_pending_approval")
+        audit = await carol.audit(model=name, token="approver-carol")
+    assert {(e.action, e.alias, e.to_version) for e in audit} == {
+        ("approve", "production", 2),
+        ("approve", "canary", None),
+    }
+    assert all("metrics reviewed" in e.reason for e in audit)
+    changed = await registry.read(
+        "model.alias.changed",
+        lambda ev: any(
+            e.alias == "production" and e.version == 2
+            for e in of_model(ev, name, ModelAliasChanged)
+        ),
+    )
+    promoted = [e for e in of_model(changed, name, ModelAliasChanged) if e.version == 2]
+    assert promoted[-1].alias == "production" and "metrics reviewed" in promoted[-1].reason
+
+
 def test_cli_reads_and_steers_the_registry(registry: Registry, tmp_path: Path) -> None:
     name = unique()
     spec_file = tmp_path / "spec.yaml"

@@ -19,9 +19,13 @@ Endpoints (JSON unless said otherwise; writes need ``Authorization: Bearer <toke
 - ``GET  /v1/models/{name}/history`` — the alias audit log, newest first
 - ``GET  /v1/audit?model=&token=&limit=`` — audited writes (naming their token), newest first
 
+- ``GET  /v1/approvals?model=&state=pending`` — rollout steps awaiting approval
+- ``POST /v1/models/{name}/versions/{v}/approve`` — ``{"reason": ...}``: apply the held step
+
 Each write needs a token with a role (see :mod:`flywheel_shared.auth`): ``service`` to put
 specs, upload artifacts and register versions; ``operator`` to move or remove aliases, roll
-back and change a version's status. A token without it gets 403 ``forbidden_role``.
+back and change a version's status; ``approver`` to approve a held rollout step. A token
+without it gets 403 ``forbidden_role``.
 
 Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
 """
@@ -147,6 +151,27 @@ class AuditEntry(_Model):
     )
     reason: str
     at: AwareDatetime | datetime
+
+
+class Approval(_Model):
+    """A rollout step held for a person with the ``approver`` role (the spec's
+    ``rollout.require_approval``): ``version`` entering ``alias``."""
+
+    id: int
+    model: str
+    version: int
+    alias: Alias
+    weight: float | None = None
+    source: Literal["verdict", "registration"] | str = Field(
+        description="what asked for the step: a rollout verdict or a registration"
+    )
+    decision: str | None = Field(None, description="the verdict's decision")
+    reason: str = Field(description="why the step was asked for (the verdict's reasons)")
+    state: Literal["pending", "approved", "stale"] | str
+    requested_at: AwareDatetime | datetime
+    decided_at: AwareDatetime | datetime | None = None
+    decided_by: str | None = Field(None, description="the name of the approver's token")
+    decision_reason: str = ""
 
 
 class ModelInfo(_Model):
@@ -355,6 +380,22 @@ class RegistryClient:
         """The alias audit log, newest first."""
         resp = await self._call("GET", f"/v1/models/{model}/history")
         return [AuditEntry.model_validate(e) for e in resp.json()]
+
+    async def approve(self, model: str, version: int, reason: str = "") -> Approval:
+        """Approve the rollout step ``version`` awaits (409 ``approval_stale`` when it no
+        longer applies, ``no_pending_approval`` when none waits)."""
+        resp = await self._call(
+            "POST", f"/v1/models/{model}/versions/{version}/approve", json={"reason": reason}
+        )
+        return Approval.model_validate(resp.json())
+
+    async def approvals(
+        self, *, model: str | None = None, state: str | None = "pending"
+    ) -> list[Approval]:
+        """Approvals (default: the pending ones), oldest first."""
+        params = {k: v for k, v in (("model", model), ("state", state or "all")) if v}
+        resp = await self._call("GET", "/v1/approvals", params=params)
+        return [Approval.model_validate(a) for a in resp.json()]
 
     async def audit(
         self, *, model: str | None = None, token: str | None = None, limit: int = 100

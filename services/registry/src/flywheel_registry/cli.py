@@ -17,6 +17,7 @@ from rich.table import Table
 
 from flywheel_shared.aliases import ALIASES
 from flywheel_shared.registry import (
+    Approval,
     AuditEntry,
     ModelInfo,
     ModelVersion,
@@ -201,6 +202,50 @@ def rollback(ctx: click.Context, model: str, reason: str) -> None:
     """Move MODEL's production alias back to the version it served before."""
     state = _call(ctx, lambda c: c.rollback(model, reason=reason or f"rollback by {_actor()}"))
     out.print(f"[yellow]{model}: production → v{state.version}[/]")
+
+
+@models.command("approve")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@click.pass_context
+def approve(ctx: click.Context, model: str, version: int, reason: str) -> None:
+    """Approve the rollout step VERSION of MODEL awaits (needs a token with the approver
+    role; the spec's rollout.require_approval holds the step)."""
+    approval: Approval = _call(
+        ctx, lambda c: c.approve(model, version, reason=reason or f"approved by {_actor()}")
+    )
+    state = _call(ctx, lambda c: c.get_model(model)).aliases.get(approval.alias)
+    weight = f" at {state.weight:.0%}" if state is not None and state.weight is not None else ""
+    out.print(f"[green]{model}: {approval.alias} → v{approval.version}{weight} (approved)[/]")
+
+
+@models.command("approvals")
+@click.option("--model", default=None, help="Only this model's approvals.")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "approved", "stale", "all"]),
+    default="pending",
+    show_default=True,
+)
+@click.pass_context
+def approvals(ctx: click.Context, model: str | None, state: str) -> None:
+    """Rollout steps held for approval (and, with --state, decided ones)."""
+    rows: list[Approval] = _call(ctx, lambda c: c.approvals(model=model, state=state))
+    table = Table(title=f"approvals ({state})")
+    for col in ("requested", "model", "version", "into", "state", "by", "reason"):
+        table.add_column(col, no_wrap=col in ("into", "state"))
+    for a in rows:
+        table.add_row(
+            _when(a.requested_at),
+            a.model,
+            f"v{a.version}",
+            a.alias,
+            a.state,
+            a.decided_by or "-",
+            a.decision_reason or a.reason,
+        )
+    out.print(table)
 
 
 @models.command("history")

@@ -150,6 +150,30 @@ class AuditRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ApprovalRow(Base):
+    """A rollout step held for a person's approval (``state``: pending, approved, stale)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_model_state", "model", "state"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    alias: Mapped[str] = mapped_column(String(16))
+    """The gated alias the step moves the version into."""
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    """``verdict`` (then ``decision`` and ``judged_alias`` say which) or ``registration``."""
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    judged_alias: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class OutboxRow(Base):
     """An event written with the change it announces, published later by the relay."""
 

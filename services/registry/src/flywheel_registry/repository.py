@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from .db import (
     AliasRow,
+    ApprovalRow,
     ArtifactRow,
     AuditRow,
     ModelRow,
@@ -150,6 +151,17 @@ class Repository:
         if token is not None:
             query = query.where(AuditRow.token == token)
         return self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit)).all()
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def approvals(self, model: str | None, *, state: str | None) -> Sequence[ApprovalRow]:
+        """Approvals (of ``model``, in ``state``; None: all), oldest first."""
+        query = select(ApprovalRow)
+        if model is not None:
+            query = query.where(ApprovalRow.model == model)
+        if state is not None:
+            query = query.where(ApprovalRow.state == state)
+        return self.session.scalars(query.order_by(ApprovalRow.id)).all()
 
     # -- artifacts and consumed events ----------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from flywheel_shared.events import RolloutVerdict
 from flywheel_shared.registry import (
     AliasState,
+    Approval,
     Artifact,
     AuditEntry,
     ModelInfo,
@@ -23,7 +24,7 @@ from . import outbox
 from .domain.aliases import Plan
 from .outbox import PendingEvent
 from .transactions import Database
-from .usecases import aliases, catalog, verdicts, versions
+from .usecases import aliases, approvals, catalog, verdicts, versions
 
 
 class RegistryStore(Database):
@@ -146,6 +147,24 @@ class RegistryStore(Database):
     ) -> list[AuditEntry]:
         """Audited writes (of ``model``, by the token named ``token``), newest first."""
         return aliases.audit(self, model=model, token=token, limit=limit)
+
+    def approve(
+        self,
+        model: str,
+        version: int,
+        *,
+        reason: str = "",
+        actor: str = "api",
+        token: str | None = None,
+    ) -> Approval:
+        """Apply the rollout step ``version`` awaits, re-planned against the current aliases."""
+        return approvals.approve(self, model, version, reason=reason, actor=actor, token=token)
+
+    def list_approvals(
+        self, *, model: str | None = None, state: str | None = "pending"
+    ) -> list[Approval]:
+        """Approvals (of ``model``, in ``state``; None: every state), oldest first."""
+        return approvals.list_approvals(self, model=model, state=state)
 
     def apply_verdict(self, verdict: RolloutVerdict) -> Plan:
         """Apply the monitor's verdict per the model's rollout policy, once per event_id."""

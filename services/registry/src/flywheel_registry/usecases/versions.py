@@ -11,11 +11,12 @@ from flywheel_shared.spec import ModelSpec
 from .. import outbox, records
 from ..db import AuditRow, VersionRow, utcnow
 from ..domain.aliases import check_retirable, check_status, first_alias, plan_move
+from ..domain.approvals import gated_change
 from ..domain.errors import Unprocessable
 from ..metrics import VERSIONS_REGISTERED
 from ..repository import Repository
 from ..transactions import Database
-from . import lookup
+from . import approvals, lookup
 from .aliases import apply_changes
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def register_version(
     """Register a version (next number); the same ``run_id`` returns the existing one.
 
     The version takes the ``first_alias`` the body names or, with ``rollout``, the one the
-    model's rollout policy starts a candidate at (``domain.aliases.first_alias``).
+    model's rollout policy starts a candidate at (``domain.aliases.first_alias``); into the
+    alias the policy gates (``require_approval``) only once approved.
     """
     with db.write() as tx:
         repo = Repository(tx.session)
@@ -116,13 +118,19 @@ def register_version(
         tx.after_commit(VERSIONS_REGISTERED.labels(body.status).inc)
         if start is not None:
             alias, weight = start
+            changes = plan_move(pointers, alias, row.version, weight)
+            reason = f"first alias of version {row.version} (run {body.run_id})"
+            gated = gated_change(changes, pointers, rollout_policy.require_approval)
+            if gated is not None:
+                approvals.hold(repo, model, gated, source="registration", reason=reason)
+                changes = []
             apply_changes(
                 tx,
                 repo,
                 model,
-                plan_move(pointers, alias, row.version, weight),
+                changes,
                 actor=actor,
-                reason=f"first alias of version {row.version} (run {body.run_id})",
+                reason=reason,
                 action="move",
                 cause="registration",
                 token=token,
