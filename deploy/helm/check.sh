@@ -58,6 +58,7 @@ for svc in "${SERVICES[@]}"; do
   all=(--set serviceMonitor.enabled=true,prometheusRule.enabled=true,networkPolicy.enabled=true,replicaCount=2)
   grep -q '^keda:' "$chart/values.yaml" && all+=(--set keda.enabled=true)
   [[ $svc == registry ]] && all+=(--set database.urlSecretRef.name=db,migrations.enabled=true)
+  [[ $svc == registry || $svc == ingest ]] && all+=(--set auth.tokensSecret.name=tokens)
   [[ $svc == trainer ]] && all+=(--set executor=kubernetes,global.storage.uri=s3://bucket/store)
   "$H" lint --strict "$chart" "${all[@]}" >/dev/null
   render "flywheel-$svc" "$chart" "${all[@]}" "${CRDS[@]}"

@@ -383,6 +383,8 @@ def service_schema(svc: str) -> dict[str, Any]:
             },
             ["enabled", "lagThreshold", "minReplicas", "maxReplicas"],
         )
+    if svc in ("ingest", "registry"):
+        props |= {"auth": strict({"tokensSecret": secret_ref("key")})}
     if svc == "ingest":
         props |= {"useRegistry": BOOL, "specs": STR, "tokenSecretRef": secret_ref("key")}
     if svc == "registry":

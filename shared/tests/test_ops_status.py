@@ -42,6 +42,7 @@ from flywheel_shared.ops.status import (
     Status,
     VersionSummary,
     collect,
+    collect_models,
     group_lag,
     latest_steps,
     probe_service,
@@ -49,7 +50,7 @@ from flywheel_shared.ops.status import (
     render,
 )
 from flywheel_shared.ops.trace import Step
-from flywheel_shared.registry import AliasState, Lineage, ModelInfo, ModelVersion
+from flywheel_shared.registry import AliasState, Approval, Lineage, ModelInfo, ModelVersion
 from flywheel_shared.settings import KafkaSettings
 from flywheel_shared.topics import TopicNamer
 
@@ -178,7 +179,15 @@ def _plain_status(**overrides: Any) -> Status:
                         VersionSummary(3, "rejected", "roc_auc", 0.61, NOW, ("roc_auc < 0.8",)),
                         VersionSummary(2, "candidate", "roc_auc", 0.9123, NOW),
                     ],
-                )
+                ),
+                ModelSummary(
+                    "churn",
+                    primary="roc_auc",
+                    latest_version=2,
+                    aliases={"production": AliasSummary(1)},
+                    versions=[VersionSummary(2, "candidate", "roc_auc", 0.8, NOW)],
+                    awaiting={2: "production"},
+                ),
             ],
         ),
         "events": EventsSection(
@@ -264,6 +273,8 @@ def test_render_shows_every_section() -> None:
     assert row("retrain.requested").rstrip(" │").endswith("9")
     assert row("total").rstrip(" │").endswith("12")
     assert "production=v1, canary=v2 (25%)" in row("fraud", "v3", "rejected")
+    assert "v2 awaiting approval → production" in row("churn", "production=v1")
+    assert "awaiting approval" not in row("fraud", "v3", "rejected")
     assert "roc_auc 0.610" in row("v3", "rejected")
     assert "roc_auc 0.912" in row("v2 (canary)", "candidate")
     assert "amount, hour" in row("cvm", "(5m ago)")
@@ -444,6 +455,31 @@ def not_ready() -> Iterator[FakeService]:
     )
     yield svc
     svc.close()
+
+
+async def test_models_name_the_versions_awaiting_approval() -> None:
+    pending = Approval(
+        id=1,
+        model="fraud",
+        version=3,
+        alias="production",
+        source="verdict",
+        decision="promote",
+        reason="rollout verdict promote",
+        state="pending",
+        requested_at=NOW,
+    )
+    registry = FakeService(
+        {**_registry_routes(), "/v1/approvals": (200, [pending.model_dump(mode="json")])}
+    )
+    try:
+        section = await collect_models(registry.url, timeout=10)
+    finally:
+        registry.close()
+    assert section.error is None
+    (fraud,) = section.models
+    assert fraud.awaiting == {3: "production"}
+    assert fraud.to_dict()["awaiting_approval"] == [{"version": 3, "alias": "production"}]
 
 
 async def test_probe_service_states() -> None:

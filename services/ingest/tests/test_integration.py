@@ -25,6 +25,7 @@ from flywheel_devkit.kafka import LocalKafka, pick_free_port
 from flywheel_devkit.testing.kafka_io import read_events
 from flywheel_devkit.testing.procs import ServiceProcess, metric_sum, run_to_exit
 from flywheel_fraud.simulator import FraudSimulator
+from flywheel_shared.auth import token_digest
 from flywheel_shared.datasets import Manifest
 from flywheel_shared.events import (
     BatchCommitted,
@@ -472,11 +473,28 @@ async def test_a_token_guards_the_write_paths_and_never_reaches_the_log(
     secret = f"tok-{uuid.uuid4().hex}"
     token_file = tmp_path / "token"
     token_file.write_text(secret + "\n")  # as a mounted Kubernetes Secret
+    # Named tokens with roles: writes need 'service', a 'reader' token is refused.
+    reader, collector = f"reader-{uuid.uuid4().hex}", f"collector-{uuid.uuid4().hex}"
+    (tmp_path / "collector").write_text(collector)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            [
+                {"name": "dash-bob", "sha256": token_digest(reader), "roles": ["reader"]},
+                {
+                    "name": "collector",
+                    "token_file": str(tmp_path / "collector"),
+                    "roles": ["service"],
+                },
+            ]
+        )
+    )
     svc = Ingest(
         kafka_bootstrap,
         tmp_path,
         FLYWHEEL_INGEST_ENVIRONMENT="production",
         FLYWHEEL_INGEST_TOKEN_FILE=str(token_file),
+        FLYWHEEL_INGEST_TOKENS_FILE=str(tokens),
         FLYWHEEL_INGEST_LOG_LEVEL="DEBUG",
     )
     await asyncio.to_thread(svc.proc.start)
@@ -490,17 +508,25 @@ async def test_a_token_guards_the_write_paths_and_never_reaches_the_log(
                 "POST", path, body, {**json_type, "authorization": "Bearer not-it"}
             )
             assert status == 403, answer
-        status, _, answer = svc.proc.request(
-            "POST",
-            "/v1/datasets/transactions/records",
-            body,
-            {**json_type, "authorization": f"Bearer {secret}"},
-        )
-        assert status == 202, answer
+            status, _, answer = svc.proc.request(
+                "POST", path, body, {**json_type, "authorization": f"Bearer {reader}"}
+            )
+            refused = json.loads(answer)
+            assert (status, refused["code"]) == (403, "forbidden_role"), answer
+            assert "'dash-bob'" in refused["detail"] and "'service'" in refused["detail"]
+        for token in (secret, collector):
+            status, _, answer = svc.proc.request(
+                "POST",
+                "/v1/datasets/transactions/records",
+                body,
+                {**json_type, "authorization": f"Bearer {token}"},
+            )
+            assert status == 202, answer
         assert svc.proc.request("GET", "/v1/datasets/transactions")[0] == 200  # reads stay open
     finally:
         svc.proc.stop()
-    assert secret not in svc.proc.log_path.read_text()
+    log = svc.proc.log_path.read_text()
+    assert secret not in log and reader not in log and collector not in log
 
 
 def test_production_ingest_refuses_to_start_without_a_token(tmp_path: Path) -> None:

@@ -12,9 +12,13 @@ ROOT = Path(__file__).resolve().parents[3]
 FRAUD_SPEC = (ROOT / "examples" / "fraud" / "flywheel.yaml").read_text()
 
 
-def spec_text(name: str) -> str:
-    """The fraud example spec under another model name."""
-    return FRAUD_SPEC.replace("\nname: fraud\n", f"\nname: {name}\n", 1)
+def spec_text(name: str, *, require_approval: str | None = None) -> str:
+    """The fraud example spec under another model name (its rollout gated by approval of
+    ``require_approval``, if given)."""
+    text = FRAUD_SPEC.replace("\nname: fraud\n", f"\nname: {name}\n", 1)
+    if require_approval is not None:
+        text = text.replace("\nrollout:\n", f"\nrollout:\n  require_approval: {require_approval}\n")
+    return text
 
 
 def unique(prefix: str = "m") -> str:

@@ -238,3 +238,45 @@ async def test_read_auth_protects_reads_and_production_needs_a_token(
                 fault_crash_after_publish=True,
             )
         )
+
+
+async def test_the_openapi_names_each_writes_role_and_status_changes_are_audited(
+    api: Api,
+) -> None:
+    document = (await api.http.get("/openapi.json")).json()
+    paths = document["paths"]
+    roles = {
+        (path, method): operation.get("x-flywheel-roles")
+        for path, item in paths.items()
+        for method, operation in item.items()
+        if path.startswith("/v1/")
+    }
+    assert roles[("/v1/models/{name}/rollback", "post")] == ["operator"]
+    assert roles[("/v1/models/{name}/aliases/{alias}", "put")] == ["operator"]
+    assert roles[("/v1/models/{name}/aliases/{alias}", "delete")] == ["operator"]
+    assert roles[("/v1/models/{name}/versions/{version}", "patch")] == ["operator"]
+    assert roles[("/v1/models/{name}/versions", "post")] == ["service"]
+    assert roles[("/v1/models/{name}/spec", "put")] == ["service"]
+    assert roles[("/v1/artifacts", "post")] == ["service"]
+    assert roles[("/v1/models/{name}/versions/{version}/approve", "post")] == ["approver"]
+    assert roles[("/v1/audit", "get")] is None  # reads are open without read_auth
+    assert roles[("/v1/approvals", "get")] is None
+    forbidden = paths["/v1/models/{name}/rollback"]["post"]["responses"]["403"]["description"]
+    assert "forbidden_role" in forbidden and "`operator`" in forbidden
+
+    name = unique()
+    await api.client.put_spec(spec_text(name))
+    artifact = await api.client.upload_artifact(b"status")
+    await api.client.register_version(name, version_body(f"{name}-1", artifact.sha256))
+    await api.client.set_status(name, 1, "archived", "superseded")
+    await api.client.set_status(name, 1, "archived")  # no change: not audited again
+    newest = await api.client.audit(model=name)
+    assert [(e.action, e.to_version, e.token, e.actor) for e in newest] == [
+        ("status", 1, "default", "tester"),
+        ("register", 1, "default", "tester"),
+    ]
+    assert newest[0].reason == "candidate → archived: superseded"
+    assert await api.client.history(name) == []  # the alias history keeps alias changes only
+    resp = await api.http.get("/v1/audit", params={"model": "nope"})
+    assert (resp.status_code, resp.json()["code"]) == (404, "unknown_model")
+    assert (await api.http.get("/v1/audit", params={"limit": 0})).status_code == 422

@@ -24,6 +24,7 @@ from flywheel_devkit.testing.procs import ServiceProcess, run_to_exit
 from flywheel_registry.artifacts import artifact_key
 from flywheel_registry.cli import models as models_cli
 from flywheel_registry.migrate import head_revision
+from flywheel_shared.auth import token_digest
 from flywheel_shared.events import (
     Event,
     ModelAliasChanged,
@@ -39,6 +40,27 @@ from .registry_support import spec_text, unique, version_body
 
 pytestmark = pytest.mark.integration
 TOKEN = "integration-token-0123456789"
+# Named tokens with roles, next to the single TOKEN (the principal 'default', every role).
+ROLE_TOKENS = {
+    "ops-alice": ("alice-0123456789abcdef", "operator"),
+    "reader-bob": ("bob-0123456789abcdef", "reader"),
+    "trainer-svc": ("trainer-0123456789abcdef", "service"),
+    "approver-carol": ("carol-0123456789abcdef", "approver"),
+}
+
+
+def tokens_file(directory: Path) -> Path:
+    """A tokens file of ROLE_TOKENS, by digest (the tokens themselves are not in it)."""
+    lines = ["tokens:"]
+    for name, (secret, role) in ROLE_TOKENS.items():
+        lines.append(f"  - {{name: {name}, sha256: '{token_digest(secret)}', roles: [{role}]}}")
+    path = directory / "tokens.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def secret(name: str) -> str:
+    return ROLE_TOKENS[name][0]
 
 
 class Registry:
@@ -125,7 +147,10 @@ async def model_with_versions(
 def registry(
     module_db: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
-    svc = Registry(kafka_bootstrap, tmp_path_factory.mktemp("registry"), module_db)
+    tmp = tmp_path_factory.mktemp("registry")
+    svc = Registry(
+        kafka_bootstrap, tmp, module_db, FLYWHEEL_REGISTRY_TOKENS_FILE=str(tokens_file(tmp))
+    )
     svc.proc.start()
     yield svc
     svc.proc.stop()
@@ -214,6 +239,56 @@ async def test_writes_need_the_token(registry: Registry) -> None:
         assert (exc.value.status, exc.value.code) == (403, "forbidden")
 
 
+async def test_roles_decide_who_promotes_and_the_audit_names_the_token(
+    registry: Registry,
+) -> None:
+    async with registry.client() as admin:
+        name, (v1, v2) = await model_with_versions(admin, 2)
+    async with (
+        registry.client(secret("reader-bob")) as reader,
+        registry.client(secret("trainer-svc")) as trainer,
+    ):
+        for who, client in (("reader-bob", reader), ("trainer-svc", trainer)):
+            for attempt in (
+                client.move_alias(name, "production", v1),
+                client.rollback(name),
+                client.set_status(name, v1, "archived"),
+            ):
+                with pytest.raises(RegistryError) as exc:
+                    await attempt
+                assert (exc.value.status, exc.value.code) == (403, "forbidden_role")
+                assert f"'{who}'" in exc.value.detail and "'operator'" in exc.value.detail
+        with pytest.raises(RegistryError) as exc:
+            await reader.upload_artifact(b"reader")
+        assert (exc.value.code, "'service'" in exc.value.detail) == ("forbidden_role", True)
+        assert [m for m in await reader.list_models() if m.name == name]
+        artifact = await trainer.upload_artifact(name.encode() + b"-svc")
+        v3 = await trainer.register_version(name, version_body(f"{name}-svc", artifact.sha256))
+    async with registry.client(secret("ops-alice")) as ops:
+        with pytest.raises(RegistryError) as exc:
+            await ops.upload_artifact(b"ops")
+        assert exc.value.code == "forbidden_role"
+        await ops.move_alias(name, "production", v1, reason="alice promotes")
+        await ops.move_alias(name, "production", v2, reason="alice promotes again")
+        assert (await ops.rollback(name, reason="alice rolls back")).version == v1
+        entries = await ops.audit(model=name)
+        by_alice = await ops.audit(token="ops-alice", limit=1000)
+        raw = (await ops._http.get("/v1/audit", params={"model": name})).text
+    summary = [(e.action, e.alias, e.to_version, e.token) for e in entries]
+    assert summary == [
+        ("rollback", "production", v1, "ops-alice"),
+        ("move", "production", v2, "ops-alice"),
+        ("move", "production", v1, "ops-alice"),
+        ("register", None, v3.version, "trainer-svc"),
+        ("register", None, v2, "default"),
+        ("register", None, v1, "default"),
+    ]
+    assert all(e.actor == "integration" for e in entries)
+    assert {e.token for e in by_alice} == {"ops-alice"} and len(by_alice) >= 3
+    for token in (TOKEN, *(s for s, _ in ROLE_TOKENS.values())):
+        assert token not in raw and token not in registry.proc.tail(400)
+
+
 async def test_verdicts_on_kafka_walk_the_rollout_policy_once(registry: Registry) -> None:
     async with registry.client() as client:
         name, (v1, v2) = await model_with_versions(client, 2, first_alias="shadow")
@@ -274,6 +349,81 @@ async def test_verdicts_on_kafka_walk_the_rollout_policy_once(registry: Registry
     assert of_model(changed, name, ModelAliasChanged)[-1].actor == "monitor"
 
 
+async def test_a_gated_promotion_waits_for_an_approver_token(registry: Registry) -> None:
+    async with registry.client() as admin:
+        name = unique()
+        await admin.put_spec(spec_text(name, require_approval="production"))
+        artifact = await admin.upload_artifact(name.encode())
+        for i, alias in enumerate((None, "canary")):
+            body = version_body(f"{name}-run{i}", artifact.sha256, first_alias=alias)
+            await admin.register_version(name, body)
+        await admin.move_alias(name, "production", 1)
+        await registry.publish(
+            RolloutVerdict(
+                model=name,
+                version=2,
+                alias="canary",
+                decision="promote",
+                reasons=["the canary looks healthy"],
+            )
+        )
+
+        async def held() -> bool:
+            return bool(await admin.approvals(model=name))
+
+        await wait_for(held, "an approval pending")
+        [pending] = await admin.approvals(model=name)
+        assert (pending.version, pending.alias, pending.state) == (2, "production", "pending")
+        assert "the canary looks healthy" in pending.reason
+        info = await admin.get_model(name)
+        assert (info.aliases["production"].version, info.aliases["canary"].version) == (1, 2)
+    for who in ("ops-alice", "trainer-svc", "reader-bob"):
+        async with registry.client(secret(who)) as client:
+            with pytest.raises(RegistryError) as exc:
+                await client.approve(name, 2, reason="not mine to approve")
+            assert (exc.value.status, exc.value.code) == (403, "forbidden_role")
+            assert "'approver'" in exc.value.detail and f"'{who}'" in exc.value.detail
+
+    def cli(token: str, *args: str) -> Any:  # in a thread: the CLI runs its own event loop
+        env = {"FLYWHEEL_REGISTRY_URL": registry.proc.url, "FLYWHEEL_REGISTRY_TOKEN": token}
+        return CliRunner().invoke(models_cli, list(args), env=env)
+
+    listed = await asyncio.to_thread(cli, TOKEN, "approvals", "--model", name)
+    assert listed.exit_code == 0 and "production" in listed.output, listed.output
+    refused = await asyncio.to_thread(cli, secret("ops-alice"), "approve", name, "2")
+    assert refused.exit_code == 1 and "403 forbidden_role" in refused.output, refused.output
+    assert "Traceback" not in refused.output
+    carol_token = secret("approver-carol")
+    approved = await asyncio.to_thread(
+        cli, carol_token, "approve", name, "2", "--reason", "metrics reviewed"
+    )
+    assert approved.exit_code == 0, approved.output
+    assert "production → v2 (approved)" in approved.output
+    async with registry.client(carol_token) as carol:
+        [done] = await carol.approvals(model=name, state="approved")
+        assert (done.version, done.decided_by) == (2, "approver-carol")
+        assert set((await carol.get_model(name)).aliases) == {"production"}
+        assert (await carol.get_model(name)).aliases["production"].version == 2
+        with pytest.raises(RegistryError) as exc:
+            await carol.approve(name, 2)
+        assert (exc.value.status, exc.value.code) == (409, "no_pending_approval")
+        audit = await carol.audit(model=name, token="approver-carol")
+    assert {(e.action, e.alias, e.to_version) for e in audit} == {
+        ("approve", "production", 2),
+        ("approve", "canary", None),
+    }
+    assert all("metrics reviewed" in e.reason for e in audit)
+    changed = await registry.read(
+        "model.alias.changed",
+        lambda ev: any(
+            e.alias == "production" and e.version == 2
+            for e in of_model(ev, name, ModelAliasChanged)
+        ),
+    )
+    promoted = [e for e in of_model(changed, name, ModelAliasChanged) if e.version == 2]
+    assert promoted[-1].alias == "production" and "metrics reviewed" in promoted[-1].reason
+
+
 def test_cli_reads_and_steers_the_registry(registry: Registry, tmp_path: Path) -> None:
     name = unique()
     spec_file = tmp_path / "spec.yaml"
@@ -314,6 +464,8 @@ def test_cli_reads_and_steers_the_registry(registry: Registry, tmp_path: Path) -
     assert "transactions" in shown and "production" in shown
     assert "candidate" in cli("versions", name)
     assert "v2 misbehaves" in cli("history", name)
+    audited = cli("audit", "--model", name, "--limit", "3")
+    assert "rollback" in audited and "default" in audited and TOKEN not in audited
     refused = cli("rollback", name, code=1)
     assert "409 no_previous_version" in refused and "Traceback" not in refused
     assert "404 unknown_model" in cli("show", "nope", code=1)

@@ -7,12 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from flywheel_registry.db import AuditRow, Base, OutboxRow, make_engine
 from flywheel_registry.domain.errors import Conflict, Invalid, NotFound, Unprocessable
-from flywheel_registry.migrate import current_revision, head_revision, upgrade
+from flywheel_registry.migrate import alembic_config, current_revision, head_revision, upgrade
 from flywheel_registry.store import RegistryStore
 from flywheel_shared.events import (
     ModelAliasChanged,
@@ -48,6 +49,36 @@ def test_migrations_create_exactly_the_orm_schema(db_url: str) -> None:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_the_audit_token_migration_keeps_the_rows_and_goes_back(db_url: str) -> None:
+    engine = make_engine(db_url)
+    row = {"m": "m1", "a": "production", "t": 1, "x": "move", "who": "api", "r": "old"}
+    insert = sa.text(
+        "INSERT INTO audit_log (model, alias, from_version, to_version, weight, action, actor,"
+        " reason, at) VALUES (:m, :a, NULL, :t, NULL, :x, :who, :r, CURRENT_TIMESTAMP)"
+    )
+    try:
+        assert upgrade(engine, "0001") == "0001"
+        with engine.begin() as conn:
+            conn.execute(insert, row)
+        assert upgrade(engine) == head_revision()
+        with engine.connect() as conn:
+            kept = conn.execute(sa.text("SELECT alias, token, reason FROM audit_log")).all()
+        assert [tuple(r) for r in kept] == [("production", None, "old")]
+        with engine.begin() as conn:
+            conn.execute(insert, {**row, "a": None, "x": "register", "r": "new"})
+        cfg = alembic_config()
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+            conn.commit()
+        assert current_revision(engine) == "0001"
+        with engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT alias, reason FROM audit_log")).all()
+        assert [tuple(r) for r in left] == [("production", "old")]
     finally:
         engine.dispose()
 
@@ -297,7 +328,8 @@ def test_outbox_rows_commit_with_the_change_or_not_at_all(store: RegistryStore) 
         store.move_alias(name, "production", 7)
     assert len(outbox(store)) == before
     with sa.orm.Session(store.engine) as s:
-        assert s.scalar(sa.select(sa.func.count()).select_from(AuditRow)) == 0
+        # The registration is audited; the refused rollback and move left no row.
+        assert s.scalars(sa.select(AuditRow.action)).all() == ["register"]
     pending = store.pending_events(10)
     assert [p.event_id for p in pending] == [str(e.event_id) for e in outbox(store)]
     assert store.pending_count() == len(pending)

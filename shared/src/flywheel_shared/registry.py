@@ -17,6 +17,15 @@ Endpoints (JSON unless said otherwise; writes need ``Authorization: Bearer <toke
 - ``PUT  /v1/models/{name}/aliases/{alias}`` — :class:`AliasMove`; ``DELETE`` removes it
 - ``POST /v1/models/{name}/rollback`` — ``{"reason": ...}``: production back to its previous version
 - ``GET  /v1/models/{name}/history`` — the alias audit log, newest first
+- ``GET  /v1/audit?model=&token=&limit=`` — audited writes (naming their token), newest first
+
+- ``GET  /v1/approvals?model=&state=pending`` — rollout steps awaiting approval
+- ``POST /v1/models/{name}/versions/{v}/approve`` — ``{"reason": ...}``: apply the held step
+
+Each write needs a token with a role (see :mod:`flywheel_shared.auth`): ``service`` to put
+specs, upload artifacts and register versions; ``operator`` to move or remove aliases, roll
+back and change a version's status; ``approver`` to approve a held rollout step. A token
+without it gets 403 ``forbidden_role``.
 
 Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
 """
@@ -122,18 +131,49 @@ class AliasMove(_Model):
     reason: str = ""
 
 
+AuditAction = Literal["move", "remove", "rollback", "verdict", "register", "status", "approve"]
+
+
 class AuditEntry(_Model):
-    """One alias change, append-only."""
+    """One write, append-only: an alias change (``alias`` set; the only kind in a model's
+    ``history``), or a registration or status change of ``to_version`` (no alias)."""
 
     id: int
     model: str
-    alias: Alias
+    alias: Alias | None
     from_version: int | None
     to_version: int | None
     weight: float | None = None
+    action: AuditAction | str = "move"
     actor: str
+    token: str | None = Field(
+        None,
+        description="the name of the bearer token that made the change (never the token); "
+        "null for a change no token made (a rollout verdict from Kafka) or an older row",
+    )
     reason: str
     at: AwareDatetime | datetime
+
+
+class Approval(_Model):
+    """A rollout step held for a person with the ``approver`` role (the spec's
+    ``rollout.require_approval``): ``version`` entering ``alias``."""
+
+    id: int
+    model: str
+    version: int
+    alias: Alias
+    weight: float | None = None
+    source: Literal["verdict", "registration"] | str = Field(
+        description="what asked for the step: a rollout verdict or a registration"
+    )
+    decision: str | None = Field(None, description="the verdict's decision")
+    reason: str = Field(description="why the step was asked for (the verdict's reasons)")
+    state: Literal["pending", "approved", "stale"] | str
+    requested_at: AwareDatetime | datetime
+    decided_at: AwareDatetime | datetime | None = None
+    decided_by: str | None = Field(None, description="the name of the approver's token")
+    decision_reason: str = ""
 
 
 class ModelInfo(_Model):
@@ -341,4 +381,32 @@ class RegistryClient:
     async def history(self, model: str) -> list[AuditEntry]:
         """The alias audit log, newest first."""
         resp = await self._call("GET", f"/v1/models/{model}/history")
+        return [AuditEntry.model_validate(e) for e in resp.json()]
+
+    async def approve(self, model: str, version: int, reason: str = "") -> Approval:
+        """Approve the rollout step ``version`` awaits (409 ``approval_stale`` when it no
+        longer applies, ``no_pending_approval`` when none waits)."""
+        resp = await self._call(
+            "POST", f"/v1/models/{model}/versions/{version}/approve", json={"reason": reason}
+        )
+        return Approval.model_validate(resp.json())
+
+    async def approvals(
+        self, *, model: str | None = None, state: str | None = "pending"
+    ) -> list[Approval]:
+        """Approvals (default: the pending ones), oldest first."""
+        params = {k: v for k, v in (("model", model), ("state", state or "all")) if v}
+        resp = await self._call("GET", "/v1/approvals", params=params)
+        return [Approval.model_validate(a) for a in resp.json()]
+
+    async def audit(
+        self, *, model: str | None = None, token: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Audited writes (alias changes, registrations, status changes), newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if model is not None:
+            params["model"] = model
+        if token is not None:
+            params["token"] = token
+        resp = await self._call("GET", "/v1/audit", params=params)
         return [AuditEntry.model_validate(e) for e in resp.json()]

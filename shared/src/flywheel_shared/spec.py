@@ -259,6 +259,11 @@ class Rollout(_Strict):
     max_latency_p99_ms: float = Field(50, gt=0)
     max_score_distance: float = Field(0.2, ge=0, description="distance to champion's scores")
     min_metric_delta: float = Field(-0.01, description="candidate - champion, once labels arrive")
+    require_approval: Literal["canary", "production"] | None = Field(
+        None,
+        description="a version entering this alias automatically (a rollout verdict or a "
+        "registration) waits for a person with the approver role; null: fully automatic",
+    )
 
 
 class Drift(_Strict):

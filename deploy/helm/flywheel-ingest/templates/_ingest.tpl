@@ -21,11 +21,30 @@
 - name: FLYWHEEL_INGEST_SPECS
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: FLYWHEEL_INGEST_TOKENS_FILE
+  value: {{ printf "/etc/flywheel/tokens/%s" (.key | default "tokens.yaml") | quote }}
+{{- end }}{{ end }}
 {{- end -}}
 
-{{- define "flywheel-ingest.volumes" -}}{{- end -}}
+{{- define "flywheel-ingest.volumes" -}}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: tokens
+  secret:
+    secretName: {{ .name | quote }}
+    items:
+      - key: {{ .key | default "tokens.yaml" | quote }}
+        path: {{ .key | default "tokens.yaml" | quote }}
+{{- end }}{{ end }}
+{{- end -}}
 
-{{- define "flywheel-ingest.volumeMounts" -}}{{- end -}}
+{{- define "flywheel-ingest.volumeMounts" -}}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: tokens
+  mountPath: /etc/flywheel/tokens
+  readOnly: true
+{{- end }}{{ end }}
+{{- end -}}
 
 {{/* Consumer groups: services/ingest/src/flywheel_ingest/runtime.py (group_id=...). */}}
 {{- define "flywheel-ingest.kedaTriggers" -}}

@@ -18,8 +18,8 @@
 {{- define "flywheel-registry.validate" -}}
 {{- $g := .Values.global | default dict -}}
 {{- $tok := ($g.registry | default dict).tokenSecretRef | default dict -}}
-{{- if and (eq ($g.environment | default "dev") "production") (not $tok.name) -}}
-{{- fail "global.environment=production needs global.registry.tokenSecretRef.name: the registry refuses to start without FLYWHEEL_REGISTRY_TOKEN" -}}
+{{- if and (eq ($g.environment | default "dev") "production") (not $tok.name) (not .Values.auth.tokensSecret.name) -}}
+{{- fail "global.environment=production needs global.registry.tokenSecretRef.name or auth.tokensSecret.name: the registry refuses to start without FLYWHEEL_REGISTRY_TOKEN or FLYWHEEL_REGISTRY_TOKENS_FILE" -}}
 {{- end -}}
 {{- if and (include "flywheel-registry.sqlite" .) (or (gt (.Values.replicaCount | int) 1) .Values.autoscaling.enabled) -}}
 {{- fail "SQLite (no database.urlSecretRef) supports one replica only: set database.urlSecretRef or replicaCount=1 and autoscaling.enabled=false" -}}
@@ -53,6 +53,10 @@
 {{ include "flywheel-registry.dbEnv" . }}
 - name: FLYWHEEL_REGISTRY_READ_AUTH
   value: {{ .Values.readAuth | toString | quote }}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: FLYWHEEL_REGISTRY_TOKENS_FILE
+  value: {{ printf "/etc/flywheel/tokens/%s" (.key | default "tokens.yaml") | quote }}
+{{- end }}{{ end }}
 {{- end -}}
 
 {{- define "flywheel-registry.volumes" -}}
@@ -65,6 +69,14 @@
   emptyDir: {}
 {{- end }}
 {{- end }}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: tokens
+  secret:
+    secretName: {{ .name | quote }}
+    items:
+      - key: {{ .key | default "tokens.yaml" | quote }}
+        path: {{ .key | default "tokens.yaml" | quote }}
+{{- end }}{{ end }}
 {{- end -}}
 
 {{- define "flywheel-registry.volumeMounts" -}}
@@ -72,6 +84,11 @@
 - name: sqlite
   mountPath: /var/lib/flywheel/registry
 {{- end }}
+{{- with .Values.auth.tokensSecret }}{{ if .name }}
+- name: tokens
+  mountPath: /etc/flywheel/tokens
+  readOnly: true
+{{- end }}{{ end }}
 {{- end -}}
 
 {{- define "flywheel-registry.kedaTriggers" -}}{{- end -}}

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from flywheel_shared.auth import ROLE_403, Role, openapi_roles, roles_note
 from flywheel_shared.datasets import manifest_key, read_manifest
 from flywheel_shared.events import Label
 from flywheel_shared.http import (
@@ -132,14 +133,14 @@ async def post_labels(name: str, request: Request, rt: AppRuntime) -> Response:
     return json_response(202, {"dataset": name, "accepted": n})
 
 
-def writes_router(
-    guard: Callable[[Request], None], *, guarded: bool, max_body_bytes: int
-) -> APIRouter:
-    """The record and label routes behind ``guard``; ``guarded`` (a token is set) documents
-    their 401/403 and bearer security, ``max_body_bytes`` their body limit."""
+def writes_router(guard: Callable[..., Any], *, guarded: bool, max_body_bytes: int) -> APIRouter:
+    """The record and label routes behind ``guard`` (it checks the ``service`` role);
+    ``guarded`` (a token is set) documents their 401/403 and bearer security,
+    ``max_body_bytes`` their body limit."""
     router = APIRouter(dependencies=[Depends(guard)])
     auth = AUTH if guarded else ()  # the guard answers 401/403 only when there is a token
-    security: dict[str, Any] = BEARER if guarded else {}
+    security: dict[str, Any] = {**BEARER, **openapi_roles([Role.SERVICE])} if guarded else {}
+    denied = {403: f"{ROLE_403}. {roles_note([Role.SERVICE])}"}
     router.add_api_route(
         "/v1/datasets/{name}/records",
         post_records,
@@ -148,7 +149,7 @@ def writes_router(
         summary="Submit records to a dataset",
         response_model=RecordsAnswer,
         responses={
-            **responses(400, *auth, 404, 413, 415, 503),
+            **responses(400, *auth, 404, 413, 415, 503, descriptions=denied),
             422: {"model": RecordsAnswer, "description": "Every record was refused"},
         },
         openapi_extra={
@@ -176,7 +177,7 @@ def writes_router(
         status_code=202,
         summary="Submit late ground truth",
         response_model=LabelsAnswer,
-        responses=responses(400, *auth, 404, 413, 422, 503),
+        responses=responses(400, *auth, 404, 413, 422, 503, descriptions=denied),
         openapi_extra={
             **security,
             **request_body(

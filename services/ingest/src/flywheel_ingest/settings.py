@@ -21,6 +21,11 @@ class IngestSettings(ServiceSettings):
         None, description="bearer token required on record and label writes (unset: open, dev)"
     )
     token_file: str | None = Field(None, description="file holding the token (wins over token)")
+    tokens_file: str | None = Field(
+        None,
+        description="YAML/JSON file of named tokens with roles; writes need the 'service' role "
+        "(the single token above is 'default' with every role)",
+    )
     contracts_refresh_s: float = Field(30.0, gt=0, description="how often contracts are re-read")
     specs: str = Field(
         "examples/*/flywheel.yaml",

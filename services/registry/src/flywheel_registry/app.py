@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from flywheel_shared.auth import bearer_guard
 from flywheel_shared.http import run_service, service_app
 from flywheel_shared.logging import setup_logging
 
@@ -21,23 +20,23 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     settings.check()
     rt = Runtime(settings)
-    token = settings.token_value()
+    tokens = settings.token_table()
     app = service_app(
         "registry",
         rt,
         {"database": rt.database_ready, "kafka": rt.kafka_ready, "storage": rt.storage_ready},
         title="Flywheel registry",
         description="Model specs, dataset contracts, versions, aliases, artifacts and lineage.",
-        bearer=token is not None,
+        bearer=not tokens.open,
     )
     app.state.services = Services(
         store=rt.store,
         artifacts=rt.artifacts,
         settings=settings,
-        guard=bearer_guard(token, "registry"),
+        tokens=tokens,
     )
     docs = Docs(
-        token=token is not None,
+        token=not tokens.open,
         read_auth=settings.read_auth,
         max_artifact_bytes=settings.max_artifact_bytes,
     )

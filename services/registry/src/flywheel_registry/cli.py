@@ -17,6 +17,7 @@ from rich.table import Table
 
 from flywheel_shared.aliases import ALIASES
 from flywheel_shared.registry import (
+    Approval,
     AuditEntry,
     ModelInfo,
     ModelVersion,
@@ -203,6 +204,50 @@ def rollback(ctx: click.Context, model: str, reason: str) -> None:
     out.print(f"[yellow]{model}: production → v{state.version}[/]")
 
 
+@models.command("approve")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@click.pass_context
+def approve(ctx: click.Context, model: str, version: int, reason: str) -> None:
+    """Approve the rollout step VERSION of MODEL awaits (needs a token with the approver
+    role; the spec's rollout.require_approval holds the step)."""
+    approval: Approval = _call(
+        ctx, lambda c: c.approve(model, version, reason=reason or f"approved by {_actor()}")
+    )
+    state = _call(ctx, lambda c: c.get_model(model)).aliases.get(approval.alias)
+    weight = f" at {state.weight:.0%}" if state is not None and state.weight is not None else ""
+    out.print(f"[green]{model}: {approval.alias} → v{approval.version}{weight} (approved)[/]")
+
+
+@models.command("approvals")
+@click.option("--model", default=None, help="Only this model's approvals.")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "approved", "stale", "all"]),
+    default="pending",
+    show_default=True,
+)
+@click.pass_context
+def approvals(ctx: click.Context, model: str | None, state: str) -> None:
+    """Rollout steps held for approval (and, with --state, decided ones)."""
+    rows: list[Approval] = _call(ctx, lambda c: c.approvals(model=model, state=state))
+    table = Table(title=f"approvals ({state})")
+    for col in ("requested", "model", "version", "into", "state", "by", "reason"):
+        table.add_column(col, no_wrap=col in ("into", "state"))
+    for a in rows:
+        table.add_row(
+            _when(a.requested_at),
+            a.model,
+            f"v{a.version}",
+            a.alias,
+            a.state,
+            a.decided_by or "-",
+            a.decision_reason or a.reason,
+        )
+    out.print(table)
+
+
 @models.command("history")
 @click.argument("model")
 @click.option("--limit", type=int, default=50, show_default=True)
@@ -213,14 +258,40 @@ def history(ctx: click.Context, model: str, limit: int) -> None:
     table = Table(title=f"{model} alias history")
     for col in ("when", "alias", "from", "to", "weight", "actor", "reason"):
         table.add_column(col)
-
-    def v(x: int | None) -> str:
-        return f"v{x}" if x is not None else "-"
-
     for e in entries[:limit]:
         weight = f"{e.weight:.0%}" if e.weight is not None else ""
         table.add_row(
-            _when(e.at), e.alias, v(e.from_version), v(e.to_version), weight, e.actor, e.reason
+            _when(e.at), e.alias, _v(e.from_version), _v(e.to_version), weight, e.actor, e.reason
+        )
+    out.print(table)
+
+
+def _v(x: int | None) -> str:
+    return f"v{x}" if x is not None else "-"
+
+
+@models.command("audit")
+@click.option("--model", default=None, help="Only this model's writes.")
+@click.option("--token", default=None, help="Only the writes of the token with this name.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_context
+def audit(ctx: click.Context, model: str | None, token: str | None, limit: int) -> None:
+    """Audited writes (alias changes, registrations, status changes), newest first, each
+    with the actor and the name of the token that made it."""
+    entries: list[AuditEntry] = _call(ctx, lambda c: c.audit(model=model, token=token, limit=limit))
+    table = Table(title="audit log")
+    for col in ("when", "model", "action", "alias", "to", "actor", "token", "reason"):
+        table.add_column(col, no_wrap=col in ("action", "token"))
+    for e in entries:
+        table.add_row(
+            _when(e.at),
+            e.model,
+            e.action,
+            e.alias or "-",
+            _v(e.to_version),
+            e.actor,
+            e.token or "-",
+            e.reason,
         )
     out.print(table)
 

@@ -130,21 +130,48 @@ class AliasRow(Base):
 
 
 class AuditRow(Base):
-    """One alias change; rows are only ever inserted."""
+    """One write: an alias change (``alias`` set), a registration or a status change (no
+    alias); rows are only ever inserted."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_model_id", "model", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(63))
-    alias: Mapped[str] = mapped_column(String(16))
+    alias: Mapped[str | None] = mapped_column(String(16), nullable=True)
     from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     weight: Mapped[float | None] = mapped_column(Float, nullable=True)
     action: Mapped[str] = mapped_column(String(16), default="move")
     actor: Mapped[str] = mapped_column(String(200))
+    token: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The name of the bearer token that made the change (never the token); None: none."""
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApprovalRow(Base):
+    """A rollout step held for a person's approval (``state``: pending, approved, stale)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_model_state", "model", "state"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    alias: Mapped[str] = mapped_column(String(16))
+    """The gated alias the step moves the version into."""
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    """``verdict`` (then ``decision`` and ``judged_alias`` say which) or ``registration``."""
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    judged_alias: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class OutboxRow(Base):

@@ -6,10 +6,17 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from flywheel_shared.registry import AliasState, Artifact, AuditEntry, ModelInfo, ModelVersion
+from flywheel_shared.registry import (
+    AliasState,
+    Approval,
+    Artifact,
+    AuditEntry,
+    ModelInfo,
+    ModelVersion,
+)
 from flywheel_shared.spec import ModelSpec
 
-from .db import AliasRow, ArtifactRow, AuditRow, ModelRow, VersionRow
+from .db import AliasRow, ApprovalRow, ArtifactRow, AuditRow, ModelRow, VersionRow
 from .domain.aliases import Pointer
 from .repository import Repository
 
@@ -34,6 +41,11 @@ def alias_state(row: AliasRow) -> AliasState:
 def audit_entry(row: AuditRow) -> AuditEntry:
     """An audit row as an AuditEntry."""
     return _resource(AuditEntry, row)
+
+
+def approval(row: ApprovalRow) -> Approval:
+    """An approval row as an Approval."""
+    return _resource(Approval, row)
 
 
 def artifact(row: ArtifactRow) -> Artifact:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from .db import (
     AliasRow,
+    ApprovalRow,
     ArtifactRow,
     AuditRow,
     ModelRow,
@@ -135,10 +136,32 @@ class Repository:
         return [(r.action, r.from_version, r.to_version) for r in rows]
 
     def audit(self, model: str) -> Sequence[AuditRow]:
-        """The alias audit log of ``model``, newest first."""
+        """The alias audit log of ``model`` (its alias changes), newest first."""
         return self.session.scalars(
-            select(AuditRow).where(AuditRow.model == model).order_by(AuditRow.id.desc())
+            select(AuditRow)
+            .where(AuditRow.model == model, AuditRow.alias.is_not(None))
+            .order_by(AuditRow.id.desc())
         ).all()
+
+    def audit_log(self, model: str | None, token: str | None, limit: int) -> Sequence[AuditRow]:
+        """The newest ``limit`` audit rows (of ``model``, by ``token``), newest first."""
+        query = select(AuditRow)
+        if model is not None:
+            query = query.where(AuditRow.model == model)
+        if token is not None:
+            query = query.where(AuditRow.token == token)
+        return self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit)).all()
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def approvals(self, model: str | None, *, state: str | None) -> Sequence[ApprovalRow]:
+        """Approvals (of ``model``, in ``state``; None: all), oldest first."""
+        query = select(ApprovalRow)
+        if model is not None:
+            query = query.where(ApprovalRow.model == model)
+        if state is not None:
+            query = query.where(ApprovalRow.state == state)
+        return self.session.scalars(query.order_by(ApprovalRow.id)).all()
 
     # -- artifacts and consumed events ----------------------------------------------------
 

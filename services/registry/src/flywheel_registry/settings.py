@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from flywheel_shared.auth import UnsafeSettings, read_secret, require_token
+from flywheel_shared.auth import TokenTable, UnsafeSettings, read_secret, require_token
 from flywheel_shared.settings import ServiceSettings
 
 __all__ = ["RegistrySettings", "UnsafeSettings"]
@@ -25,6 +25,12 @@ class RegistrySettings(ServiceSettings):
         None, description="bearer token required on every write (and reads with read_auth)"
     )
     token_file: str | None = Field(None, description="file holding the token (wins over token)")
+    tokens_file: str | None = Field(
+        None,
+        description="YAML/JSON file of named tokens with roles (reader, operator, approver, "
+        "service), each by its sha256 or a token_file; the single token above is 'default' "
+        "with every role",
+    )
     read_auth: bool = Field(False, description="require the token on reads too")
     relay_enabled: bool = Field(
         True,
@@ -50,12 +56,17 @@ class RegistrySettings(ServiceSettings):
         if self.environment == "production" and self.fault_crash_after_publish:
             raise UnsafeSettings("refusing to start: fault injection is for tests, not production")
         require_token(
-            self.token_value(),
+            None if self.token_table().open else "set",
             environment=self.environment,
             variable="FLYWHEEL_REGISTRY_TOKEN",
             what="writes",
+            tokens_variable="FLYWHEEL_REGISTRY_TOKENS_FILE",
         )
 
     def token_value(self) -> str | None:
         """The bearer token (from ``token_file`` or ``token``), or None when auth is off."""
         return read_secret(self.token, self.token_file)
+
+    def token_table(self) -> TokenTable:
+        """Every token the registry accepts and its roles (open when there is none)."""
+        return TokenTable.for_service(self.token_value(), self.tokens_file)

@@ -11,6 +11,7 @@ from typing import Any
 from flywheel_shared.events import RolloutVerdict
 from flywheel_shared.registry import (
     AliasState,
+    Approval,
     Artifact,
     AuditEntry,
     ModelInfo,
@@ -23,7 +24,7 @@ from . import outbox
 from .domain.aliases import Plan
 from .outbox import PendingEvent
 from .transactions import Database
-from .usecases import aliases, catalog, verdicts, versions
+from .usecases import aliases, approvals, catalog, verdicts, versions
 
 
 class RegistryStore(Database):
@@ -66,10 +67,19 @@ class RegistryStore(Database):
     # -- versions -------------------------------------------------------------------------
 
     def register_version(
-        self, model: str, body: VersionCreate, *, actor: str = "api", rollout: bool = False
+        self,
+        model: str,
+        body: VersionCreate,
+        *,
+        actor: str = "api",
+        rollout: bool = False,
+        token: str | None = None,
     ) -> tuple[ModelVersion, bool]:
-        """Register a version (next number); the same ``run_id`` returns the existing one."""
-        return versions.register_version(self, model, body, actor=actor, rollout=rollout)
+        """Register a version (next number); the same ``run_id`` returns the existing one.
+        ``token``: the name of the bearer token asking, for the audit log (so below)."""
+        return versions.register_version(
+            self, model, body, actor=actor, rollout=rollout, token=token
+        )
 
     def list_versions(self, model: str) -> list[ModelVersion]:
         """Every version of ``model``, oldest first."""
@@ -79,9 +89,18 @@ class RegistryStore(Database):
         """One version."""
         return versions.get_version(self, model, version)
 
-    def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
+    def set_status(
+        self,
+        model: str,
+        version: int,
+        status: str,
+        reason: str = "",
+        *,
+        actor: str = "api",
+        token: str | None = None,
+    ) -> ModelVersion:
         """Change a version's status; refuses to retire a version an alias points at."""
-        return versions.set_status(self, model, version, status, reason)
+        return versions.set_status(self, model, version, status, reason, actor=actor, token=token)
 
     # -- aliases and verdicts -------------------------------------------------------------
 
@@ -94,23 +113,58 @@ class RegistryStore(Database):
         weight: float | None = None,
         reason: str = "",
         actor: str = "api",
+        token: str | None = None,
     ) -> AliasState:
         """Point ``alias`` at ``version`` (audited, announced); a no-op if already there."""
         return aliases.move_alias(
-            self, model, alias, version, weight=weight, reason=reason, actor=actor
+            self, model, alias, version, weight=weight, reason=reason, actor=actor, token=token
         )
 
-    def remove_alias(self, model: str, alias: str, *, reason: str = "", actor: str = "api") -> None:
+    def remove_alias(
+        self,
+        model: str,
+        alias: str,
+        *,
+        reason: str = "",
+        actor: str = "api",
+        token: str | None = None,
+    ) -> None:
         """Remove an alias (NotFound if it is not set)."""
-        aliases.remove_alias(self, model, alias, reason=reason, actor=actor)
+        aliases.remove_alias(self, model, alias, reason=reason, actor=actor, token=token)
 
-    def rollback(self, model: str, *, reason: str = "", actor: str = "api") -> AliasState:
+    def rollback(
+        self, model: str, *, reason: str = "", actor: str = "api", token: str | None = None
+    ) -> AliasState:
         """Move production back to the version it served before (per the audit log)."""
-        return aliases.rollback(self, model, reason=reason, actor=actor)
+        return aliases.rollback(self, model, reason=reason, actor=actor, token=token)
 
     def history(self, model: str) -> list[AuditEntry]:
         """The alias audit log of ``model``, newest first."""
         return aliases.history(self, model)
+
+    def audit(
+        self, *, model: str | None = None, token: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Audited writes (of ``model``, by the token named ``token``), newest first."""
+        return aliases.audit(self, model=model, token=token, limit=limit)
+
+    def approve(
+        self,
+        model: str,
+        version: int,
+        *,
+        reason: str = "",
+        actor: str = "api",
+        token: str | None = None,
+    ) -> Approval:
+        """Apply the rollout step ``version`` awaits, re-planned against the current aliases."""
+        return approvals.approve(self, model, version, reason=reason, actor=actor, token=token)
+
+    def list_approvals(
+        self, *, model: str | None = None, state: str | None = "pending"
+    ) -> list[Approval]:
+        """Approvals (of ``model``, in ``state``; None: every state), oldest first."""
+        return approvals.list_approvals(self, model=model, state=state)
 
     def apply_verdict(self, verdict: RolloutVerdict) -> Plan:
         """Apply the monitor's verdict per the model's rollout policy, once per event_id."""

@@ -374,6 +374,8 @@ class ModelSummary:
     latest_version: int | None = None
     aliases: dict[str, AliasSummary] = field(default_factory=dict)
     versions: list[VersionSummary] = field(default_factory=list)
+    awaiting: dict[int, str] = field(default_factory=dict)
+    """Version → the alias its rollout step waits to enter, once approved."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -385,6 +387,9 @@ class ModelSummary:
                 a: {"version": s.version, "weight": s.weight} for a, s in self.aliases.items()
             },
             "versions": [v.to_dict() for v in self.versions],
+            "awaiting_approval": [
+                {"version": v, "alias": a} for v, a in sorted(self.awaiting.items())
+            ],
         }
 
 
@@ -405,13 +410,28 @@ class ModelsSection:
         }
 
 
+async def _pending(client: RegistryClient) -> dict[str, dict[int, str]]:
+    """Model → version → the alias it awaits approval for (none from a registry without
+    approval gates)."""
+    try:
+        approvals = await client.approvals()
+    except RegistryError as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    out: dict[str, dict[int, str]] = {}
+    for a in approvals:
+        out.setdefault(a.model, {})[a.version] = a.alias
+    return out
+
+
 async def collect_models(
     url: str, token: str | None = None, *, versions: int = 3, timeout: float = 5.0
 ) -> ModelsSection:
     """Every model of the registry at ``url`` with its aliases and ``versions`` latest versions."""
 
     async def read(client: RegistryClient) -> list[ModelSummary]:
-        infos = await client.list_models()
+        infos, pending = await asyncio.gather(client.list_models(), _pending(client))
 
         async def one(name: str) -> ModelSummary:
             info, rows = await asyncio.gather(client.get_model(name), client.list_versions(name))
@@ -440,6 +460,7 @@ async def collect_models(
                     if (s := info.aliases.get(a)) is not None
                 },
                 versions=summaries,
+                awaiting=pending.get(info.name, {}),
             )
 
         return list(await asyncio.gather(*(one(m.name) for m in infos)))
@@ -647,7 +668,10 @@ def _aliases(m: ModelSummary) -> str:
     for name, state in m.aliases.items():
         weight = f" ({state.weight:.0%})" if state.weight is not None else ""
         parts.append(f"{name}=v{state.version}{weight}")
-    return ", ".join(parts) or "-"
+    text = ", ".join(parts) or "-"
+    for version, alias in sorted(m.awaiting.items()):
+        text += f"; [yellow]v{version} awaiting approval → {alias}[/]"
+    return text
 
 
 def _monitor_lines(detail: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from flywheel_shared.auth import Role
 from flywheel_shared.http import ApiError, json_response, read_body, request_body
 from flywheel_shared.registry import Artifact
 
@@ -56,6 +57,7 @@ def router(docs: Docs) -> APIRouter:
     """The artifact routes, documented per ``docs``."""
     api = v1_router()
     upload_doc = docs.write(
+        Role.SERVICE,
         400,
         413,
         body={

@@ -10,6 +10,15 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
+from flywheel_shared.auth import (
+    ROLE_403,
+    Principal,
+    Role,
+    TokenTable,
+    check_roles,
+    openapi_roles,
+    roles_note,
+)
 from flywheel_shared.http import AUTH, BEARER, ApiError, responses
 
 from ..artifacts import ArtifactStore
@@ -30,8 +39,8 @@ class Services:
     store: RegistryStore
     artifacts: ArtifactStore
     settings: RegistrySettings
-    guard: Callable[[Request], None]
-    """The bearer guard (lets everything through when no token is set)."""
+    tokens: TokenTable
+    """The tokens and their roles (open when there is none)."""
 
 
 def services(request: Request) -> Services:
@@ -55,12 +64,37 @@ async def settings(request: Request) -> RegistrySettings:
     return services(request).settings
 
 
+async def principal(request: Request) -> Principal:
+    """Whose token the request carries (401/403 ``forbidden`` as the bearer guard;
+    ``anonymous`` when the registry has no token), once per request."""
+    found: Principal | None = getattr(request.state, "principal", None)
+    if found is None:
+        auth = request.headers.get("authorization", "")
+        found = services(request).tokens.authenticate(auth, "registry")
+        request.state.principal = found
+    return found
+
+
+def require(*roles: Role) -> Callable[[Request], Any]:
+    """A dependency: the request's principal must hold one of ``roles`` (403
+    ``forbidden_role`` naming the role and the token otherwise)."""
+
+    async def dependency(request: Request) -> Principal:
+        found = await principal(request)
+        check_roles(found, roles)
+        return found
+
+    return dependency
+
+
 async def authorize(request: Request) -> None:
-    """Bearer token on writes (and on reads with read_auth), when a token is set."""
-    found = services(request)
-    if request.method in READ_METHODS and not found.settings.read_auth:
+    """Every ``/v1`` request: writes need a valid token (each route names its role, see
+    :meth:`Docs.write`), reads the ``reader`` role with read_auth."""
+    if request.method in READ_METHODS:
+        if services(request).settings.read_auth:
+            check_roles(await principal(request), [Role.READER])
         return
-    found.guard(request)
+    await principal(request)
 
 
 def v1_router() -> APIRouter:
@@ -74,10 +108,16 @@ async def actor(request: Request) -> str:
     return (request.headers.get("x-flywheel-actor") or "api").strip()[:200] or "api"
 
 
+async def token_name(request: Request) -> str:
+    """The name of the request's token, for the audit log (never the token itself)."""
+    return (await principal(request)).name
+
+
 Store = Annotated[RegistryStore, Depends(store)]
 Artifacts = Annotated[ArtifactStore, Depends(artifacts)]
 Settings = Annotated[RegistrySettings, Depends(settings)]
 Actor = Annotated[str, Depends(actor)]
+TokenName = Annotated[str, Depends(token_name)]
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -111,7 +151,8 @@ class Docs:
 
     Every route reads the database (503 while it is away); names in the path may name
     nothing (404). The guard answers 401/403 on writes when there is a token, and on reads
-    too with read_auth.
+    too with read_auth; each write names the role it needs (``x-flywheel-roles``), a token
+    without it gets 403 ``forbidden_role``.
     """
 
     token: bool
@@ -119,11 +160,13 @@ class Docs:
     max_artifact_bytes: int
 
     def read(self, *codes: int, named: bool = True) -> dict[str, Any]:
-        """``responses`` and ``openapi_extra`` of a read."""
+        """``responses`` and ``openapi_extra`` of a read (with read_auth: the reader role)."""
         auth = AUTH if self.token and self.read_auth else ()
         return {
-            "responses": responses(*auth, *((404,) if named else ()), *codes, 503),
-            "openapi_extra": BEARER if auth else None,
+            "responses": responses(
+                *auth, *((404,) if named else ()), *codes, 503, descriptions={403: ROLE_403}
+            ),
+            "openapi_extra": {**BEARER, **openapi_roles([Role.READER])} if auth else None,
         }
 
     def add_read(
@@ -146,12 +189,19 @@ class Docs:
             **self.read(*codes, named=named),
         )
 
-    def write(self, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``responses`` and ``openapi_extra`` of a write (``body``: its request body)."""
+    def write(self, role: Role, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``responses``, ``openapi_extra`` and ``dependencies`` of a write that needs
+        ``role`` (``body``: its request body)."""
         auth = AUTH if self.token else ()
+        denied = f"{ROLE_403}. {roles_note([role])}"
         return {
-            "responses": responses(*auth, 404, *codes, 503),
-            "openapi_extra": {**(BEARER if auth else {}), **(body or {})},
+            "responses": responses(*auth, 404, *codes, 503, descriptions={403: denied}),
+            "openapi_extra": {
+                **(BEARER if auth else {}),
+                **openapi_roles([role]),
+                **(body or {}),
+            },
+            "dependencies": [Depends(require(role))],
         }
 
     @staticmethod

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from flywheel_shared.auth import Role
 from flywheel_shared.http import ApiError, json_response, read_body, request_body
 from flywheel_shared.registry import ModelInfo
 from flywheel_shared.spec import DatasetContract, ModelSpec
@@ -84,6 +85,7 @@ def router(docs: Docs) -> APIRouter:
     """The spec and contract routes, documented per ``docs``."""
     api = v1_router()
     spec_doc = docs.write(
+        Role.SERVICE,
         400,
         413,
         415,

@@ -9,10 +9,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from flywheel_shared.aliases import VersionStatus
+from flywheel_shared.auth import Role
 from flywheel_shared.http import json_response, read_body, request_body
 from flywheel_shared.registry import ModelVersion, VersionCreate
 
-from .deps import Actor, Docs, Store, dump, run, v1_router, validate
+from .deps import Actor, Docs, Store, TokenName, dump, run, v1_router, validate
 
 VERSION_BYTES = 4 * 1024 * 1024
 SMALL_BYTES = 64 * 1024
@@ -37,11 +38,18 @@ Rollout = Annotated[
 
 
 async def register_version(
-    name: str, request: Request, store: Store, actor: Actor, rollout: Rollout = False
+    name: str,
+    request: Request,
+    store: Store,
+    actor: Actor,
+    token: TokenName,
+    rollout: Rollout = False,
 ) -> Response:
     """201 with the new version, or 200 with the one this ``run_id`` registered before."""
     body = validate(VersionCreate, await read_body(request, VERSION_BYTES))
-    version, created = await run(store.register_version, name, body, actor=actor, rollout=rollout)
+    version, created = await run(
+        store.register_version, name, body, actor=actor, rollout=rollout, token=token
+    )
     return json_response(201 if created else 200, dump(version))
 
 
@@ -55,10 +63,14 @@ async def get_version(name: str, version: int, store: Store) -> Response:
     return json_response(200, dump(await run(store.get_version, name, version)))
 
 
-async def patch_version(name: str, version: int, request: Request, store: Store) -> Response:
+async def patch_version(
+    name: str, version: int, request: Request, store: Store, actor: Actor, token: TokenName
+) -> Response:
     """``{"status": "archived", "reason": ...}``; 409 while an alias points at it."""
     body = validate(StatusChange, await read_body(request, SMALL_BYTES))
-    result = await run(store.set_status, name, version, body.status, body.reason)
+    result = await run(
+        store.set_status, name, version, body.status, body.reason, actor=actor, token=token
+    )
     return json_response(200, dump(result))
 
 
@@ -66,6 +78,7 @@ def router(docs: Docs) -> APIRouter:
     """The version routes, documented per ``docs``."""
     api = v1_router()
     register_doc = docs.write(
+        Role.SERVICE,
         413,
         422,
         body=request_body(
@@ -101,6 +114,8 @@ def router(docs: Docs) -> APIRouter:
         methods=["PATCH"],
         summary="Change a version's status",
         response_model=ModelVersion,
-        **docs.write(409, 413, 422, body=request_body({"application/json": StatusChange})),
+        **docs.write(
+            Role.OPERATOR, 409, 413, 422, body=request_body({"application/json": StatusChange})
+        ),
     )
     return api

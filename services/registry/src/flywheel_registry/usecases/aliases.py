@@ -41,10 +41,22 @@ def apply_changes(
     reason: str,
     action: str,
     cause: str,
+    token: str | None = None,
 ) -> None:
-    """Alias changes in ``tx``, in order, each with its audit row and event."""
+    """Alias changes in ``tx``, in order, each with its audit row (naming ``token``, the
+    name of the bearer token that asked) and event."""
     for change in changes:
-        _apply(tx, repo, model, change, actor=actor, reason=reason, action=action, cause=cause)
+        _apply(
+            tx,
+            repo,
+            model,
+            change,
+            actor=actor,
+            reason=reason,
+            action=action,
+            cause=cause,
+            token=token,
+        )
 
 
 def _apply(
@@ -57,6 +69,7 @@ def _apply(
     reason: str,
     action: str,
     cause: str,
+    token: str | None,
 ) -> None:
     # The alias row, its audit row and its event (then, after the commit, its metric and
     # log line). Removing an alias that is not set does nothing.
@@ -73,6 +86,7 @@ def _apply(
             weight=change.weight,
             action=action,
             actor=actor,
+            token=token,
             reason=reason,
             at=now,
         )
@@ -98,6 +112,7 @@ def _apply(
         "to_version": change.version,
         "weight": change.weight,
         "actor": actor,
+        "token": token,
     }
     tx.after_commit(ALIAS_MOVES.labels(change.alias, cause).inc)
     tx.after_commit(lambda: log.info("alias changed", extra=facts))
@@ -112,6 +127,7 @@ def move_alias(
     weight: float | None = None,
     reason: str = "",
     actor: str = "api",
+    token: str | None = None,
 ) -> AliasState:
     """Point ``alias`` at ``version`` (audited, announced); a no-op if already there."""
     check_move(alias, weight)
@@ -124,7 +140,15 @@ def move_alias(
             weight = canary_weight([s.weight for s in steps], weight)
         changes = plan_move(records.pointers(repo, model), alias, version, weight)
         apply_changes(
-            tx, repo, model, changes, actor=actor, reason=reason, action="move", cause="api"
+            tx,
+            repo,
+            model,
+            changes,
+            actor=actor,
+            reason=reason,
+            action="move",
+            cause="api",
+            token=token,
         )
         state = repo.alias(model, alias)
         assert state is not None
@@ -132,7 +156,13 @@ def move_alias(
 
 
 def remove_alias(
-    db: Database, model: str, alias: str, *, reason: str = "", actor: str = "api"
+    db: Database,
+    model: str,
+    alias: str,
+    *,
+    reason: str = "",
+    actor: str = "api",
+    token: str | None = None,
 ) -> None:
     """Remove an alias (NotFound if it is not set)."""
     check_alias(alias)
@@ -150,10 +180,13 @@ def remove_alias(
             reason=reason,
             action="remove",
             cause="api",
+            token=token,
         )
 
 
-def rollback(db: Database, model: str, *, reason: str = "", actor: str = "api") -> AliasState:
+def rollback(
+    db: Database, model: str, *, reason: str = "", actor: str = "api", token: str | None = None
+) -> AliasState:
     """Move production back to the version it served before (per the audit log)."""
     with db.write() as tx:
         repo = Repository(tx.session)
@@ -179,6 +212,7 @@ def rollback(db: Database, model: str, *, reason: str = "", actor: str = "api") 
             reason=rollback_reason(reason, current),
             action="rollback",
             cause="rollback",
+            token=token,
         )
         state = repo.alias(model, "production")
         assert state is not None
@@ -191,3 +225,14 @@ def history(db: Database, model: str) -> list[AuditEntry]:
         repo = Repository(session)
         lookup.model(repo, model)
         return [records.audit_entry(r) for r in repo.audit(model)]
+
+
+def audit(
+    db: Database, *, model: str | None = None, token: str | None = None, limit: int = 100
+) -> list[AuditEntry]:
+    """Audited writes (of ``model``, by the token named ``token``), newest first."""
+    with db.read() as session:
+        repo = Repository(session)
+        if model is not None:
+            lookup.model(repo, model)
+        return [records.audit_entry(r) for r in repo.audit_log(model, token, limit)]

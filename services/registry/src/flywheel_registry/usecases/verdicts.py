@@ -10,16 +10,19 @@ from flywheel_shared.spec import ModelSpec
 from .. import records
 from ..db import ProcessedEventRow, utcnow
 from ..domain.aliases import Plan, plan_verdict, rollout_reason
+from ..domain.approvals import gated_change
 from ..metrics import VERDICTS
 from ..repository import Repository
 from ..transactions import Database
+from . import approvals
 from .aliases import apply_changes
 
 log = logging.getLogger(__name__)
 
 
 def apply_verdict(db: Database, verdict: RolloutVerdict) -> Plan:
-    """Apply the monitor's verdict per the model's rollout policy, once per event_id."""
+    """Apply the monitor's verdict per the model's rollout policy, once per event_id; a
+    step into the alias the policy gates is held for approval instead."""
     event_id = str(verdict.event_id)
     with db.write() as tx:
         repo = Repository(tx.session)
@@ -32,20 +35,37 @@ def apply_verdict(db: Database, verdict: RolloutVerdict) -> Plan:
             plan = Plan("unknown_model", note=f"no model '{verdict.model}'")
         else:
             spec = ModelSpec.model_validate(model_row.spec)
+            pointers = records.pointers(repo, verdict.model)
             plan = plan_verdict(
-                records.pointers(repo, verdict.model),
+                pointers,
                 version=verdict.version,
                 alias=verdict.alias,
                 decision=verdict.decision,
                 canary_steps=[s.weight for s in spec.rollout.canary_steps],
             )
+            reason = rollout_reason(verdict.decision, verdict.reasons)
+            gated = gated_change(plan.changes, pointers, spec.rollout.require_approval)
+            if gated is not None:
+                held = approvals.hold(
+                    repo,
+                    verdict.model,
+                    gated,
+                    source="verdict",
+                    reason=reason,
+                    decision=verdict.decision,
+                    judged_alias=verdict.alias,
+                )
+                note = f"{gated.alias} needs approval (approval {held.id})"
+                plan = Plan("awaiting_approval", note=note)
+            elif plan.outcome == "applied" and verdict.decision == "rollback":
+                approvals.drop(repo, verdict.model, verdict.version, "rolled back by a verdict")
             apply_changes(
                 tx,
                 repo,
                 verdict.model,
                 plan.changes,
                 actor="monitor",
-                reason=rollout_reason(verdict.decision, verdict.reasons),
+                reason=reason,
                 action="verdict",
                 cause="verdict",
             )

@@ -9,25 +9,33 @@ from flywheel_shared.registry import ModelVersion, VersionCreate
 from flywheel_shared.spec import ModelSpec
 
 from .. import outbox, records
-from ..db import VersionRow, utcnow
+from ..db import AuditRow, VersionRow, utcnow
 from ..domain.aliases import check_retirable, check_status, first_alias, plan_move
+from ..domain.approvals import gated_change
 from ..domain.errors import Unprocessable
 from ..metrics import VERSIONS_REGISTERED
 from ..repository import Repository
 from ..transactions import Database
-from . import lookup
+from . import approvals, lookup
 from .aliases import apply_changes
 
 log = logging.getLogger(__name__)
 
 
 def register_version(
-    db: Database, model: str, body: VersionCreate, *, actor: str = "api", rollout: bool = False
+    db: Database,
+    model: str,
+    body: VersionCreate,
+    *,
+    actor: str = "api",
+    rollout: bool = False,
+    token: str | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Register a version (next number); the same ``run_id`` returns the existing one.
 
     The version takes the ``first_alias`` the body names or, with ``rollout``, the one the
-    model's rollout policy starts a candidate at (``domain.aliases.first_alias``).
+    model's rollout policy starts a candidate at (``domain.aliases.first_alias``); into the
+    alias the policy gates (``require_approval``) only once approved.
     """
     with db.write() as tx:
         repo = Repository(tx.session)
@@ -94,18 +102,38 @@ def register_version(
                 correlation_id=outbox.correlation(body.correlation_id),
             ),
         )
+        repo.add(
+            AuditRow(
+                model=model,
+                alias=None,
+                from_version=None,
+                to_version=row.version,
+                action="register",
+                actor=actor,
+                token=token,
+                reason=f"registered as {body.status} (run {body.run_id})",
+                at=now,
+            )
+        )
         tx.after_commit(VERSIONS_REGISTERED.labels(body.status).inc)
         if start is not None:
             alias, weight = start
+            changes = plan_move(pointers, alias, row.version, weight)
+            reason = f"first alias of version {row.version} (run {body.run_id})"
+            gated = gated_change(changes, pointers, rollout_policy.require_approval)
+            if gated is not None:
+                approvals.hold(repo, model, gated, source="registration", reason=reason)
+                changes = []
             apply_changes(
                 tx,
                 repo,
                 model,
-                plan_move(pointers, alias, row.version, weight),
+                changes,
                 actor=actor,
-                reason=f"first alias of version {row.version} (run {body.run_id})",
+                reason=reason,
                 action="move",
                 cause="registration",
+                token=token,
             )
         result = records.version(row)
     log.info(
@@ -132,15 +160,37 @@ def get_version(db: Database, model: str, version: int) -> ModelVersion:
 
 
 def set_status(
-    db: Database, model: str, version: int, status: str, reason: str = ""
+    db: Database,
+    model: str,
+    version: int,
+    status: str,
+    reason: str = "",
+    *,
+    actor: str = "api",
+    token: str | None = None,
 ) -> ModelVersion:
-    """Change a version's status; refuses to retire a version an alias points at."""
+    """Change a version's status (audited); refuses to retire a version an alias points at."""
     check_status(status)
     with db.write() as tx:
         repo = Repository(tx.session)
         lookup.locked_model(repo, model)
         row = lookup.version(repo, model, version)
         check_retirable(records.pointers(repo, model), version, status)
-        row.status, row.status_reason, row.updated_at = status, reason, utcnow()
+        before, now = row.status, utcnow()
+        row.status, row.status_reason, row.updated_at = status, reason, now
+        if before != status:
+            repo.add(
+                AuditRow(
+                    model=model,
+                    alias=None,
+                    from_version=version,
+                    to_version=version,
+                    action="status",
+                    actor=actor,
+                    token=token,
+                    reason=f"{before} → {status}" + (f": {reason}" if reason else ""),
+                    at=now,
+                )
+            )
         repo.flush()
         return records.version(row)
