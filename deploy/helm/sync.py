@@ -211,6 +211,7 @@ GLOBAL = S(
             ["bootstrap"],
         ),
         "registry": strict({"url": STR, "tokenSecretRef": secret_ref("key")}),
+        "personalKeySecretRef": secret_ref("key"),
         "storage": strict(
             {
                 "uri": STR,

@@ -316,6 +316,13 @@ imagePullSecrets:
 - name: {{ $p }}LOG_LEVEL
   value: {{ .Values.logLevel | default "INFO" | quote }}
 {{ include "flywheel.kafkaEnv" . }}
+{{- with ($g.personalKeySecretRef | default dict) }}{{ if .name }}
+- name: FLYWHEEL_PERSONAL_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | default "key" | quote }}
+{{- end }}{{ end }}
 {{- if include (printf "flywheel-%s.usesStore" $c) . }}
 {{ include "flywheel.storageEnv" . }}
 {{- end }}
