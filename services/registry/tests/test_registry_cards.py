@@ -198,6 +198,16 @@ def test_alias_history_live_metrics_and_the_drift_episode_that_retired_it() -> N
     assert "| canary | - → v2 | 10% | monitor | - |" in text
 
 
+def test_the_markdown_shows_the_newest_verdicts_the_json_all() -> None:
+    facts = [verdict(i, 1, "hold") for i in range(25)]
+    card = build_card(inputs(facts=facts))
+    assert len(card.live_metrics) == 25
+    text = render_markdown(card)
+    assert "_5 earlier verdicts are in the JSON card._" in text
+    assert text.count("| canary | hold |") == 20 and "2026-12-01 12:04:00" not in text
+    assert "2026-12-01 12:05:00 UTC | canary | hold" in text
+
+
 def test_a_pending_approval_shows_in_the_summary() -> None:
     pending = Approval(
         id=1,

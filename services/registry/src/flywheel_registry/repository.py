@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from .db import (
@@ -176,10 +176,16 @@ class Repository:
         """The fact a consumed event recorded."""
         return self.session.scalar(select(FactRow).where(FactRow.event_id == event_id))
 
-    def facts(self, model: str) -> Sequence[FactRow]:
-        """Every fact about ``model`` and its versions, in the order they occurred."""
+    def facts(self, model: str, version: int) -> Sequence[FactRow]:
+        """The facts about ``version`` and those about the whole model (no version), in the
+        order they occurred."""
         return self.session.scalars(
-            select(FactRow).where(FactRow.model == model).order_by(FactRow.at, FactRow.id)
+            select(FactRow)
+            .where(
+                FactRow.model == model,
+                or_(FactRow.version == version, FactRow.version.is_(None)),
+            )
+            .order_by(FactRow.at, FactRow.id)
         ).all()
 
     # -- artifacts and consumed events ----------------------------------------------------

@@ -20,6 +20,8 @@ SECTIONS = (
     "Drift episodes",
     "Personal data",
 )
+LIVE_ROWS = 20
+"""The newest verdicts shown in the Markdown (the JSON card has them all)."""
 
 
 def render_markdown(card: ModelCard) -> str:
@@ -170,6 +172,7 @@ def _approvals(card: ModelCard) -> str:
 
 
 def _live(card: ModelCard) -> str:
+    shown = card.live_metrics[-LIVE_ROWS:]
     rows = [
         [
             _when(m.at),
@@ -178,10 +181,14 @@ def _live(card: ModelCard) -> str:
             ", ".join(f"{k}={_num(v)}" for k, v in sorted(m.evidence.items())) or "-",
             "; ".join(m.reasons),
         ]
-        for m in card.live_metrics
+        for m in shown
     ]
     header = ["at", "alias", "verdict", "evidence (live metrics)", "reasons"]
-    return "## Live metrics\n\n" + (_table(header, rows) if rows else "_No rollout verdicts._")
+    if not rows:
+        return "## Live metrics\n\n_No rollout verdicts._"
+    earlier = len(card.live_metrics) - len(shown)
+    note = f"_{earlier} earlier verdicts are in the JSON card._\n\n" if earlier else ""
+    return "## Live metrics\n\n" + note + _table(header, rows)
 
 
 def _drift(card: ModelCard) -> str:

@@ -52,7 +52,7 @@ class CardInputs:
     approvals: Sequence[Approval]
     """The approvals of this version, oldest first."""
     facts: Sequence[Fact]
-    """The facts about the model, in the order they occurred."""
+    """The facts about the version and the model, in the order they occurred."""
     snapshot: Snapshot | None
     snapshot_note: str
     """Why ``snapshot`` is None (e.g. 'snapshot record not found')."""

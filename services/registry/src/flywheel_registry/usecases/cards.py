@@ -38,7 +38,10 @@ def model_card(
         approvals = [
             records.approval(r) for r in repo.approvals(model, state=None) if r.version == version
         ]
-        facts = [Fact(f.kind, f.version, f.at, f.event_id, dict(f.body)) for f in repo.facts(model)]
+        facts = [
+            Fact(f.kind, f.version, f.at, f.event_id, dict(f.body))
+            for f in repo.facts(model, version)
+        ]
     snapshot, note = _snapshot(objects, ours.lineage.dataset, ours.lineage.snapshot_id)
     return build_card(
         CardInputs(
