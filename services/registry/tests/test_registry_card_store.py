@@ -11,12 +11,21 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from flywheel_devkit.kafka import pick_free_port
 from flywheel_registry.app import create_app
 from flywheel_registry.db import make_engine
 from flywheel_registry.domain.errors import NotFound
+from flywheel_registry.handlers import FactsHandler
 from flywheel_registry.migrate import alembic_config, current_revision, head_revision, upgrade
 from flywheel_registry.store import RegistryStore
-from flywheel_shared.events import DriftDetected, NumericStats, RetrainRequested, RolloutVerdict
+from flywheel_shared.events import (
+    DriftDetected,
+    ModelVersionRegistered,
+    NumericStats,
+    RetrainRequested,
+    RolloutVerdict,
+)
+from flywheel_shared.kafka.consumer import TransientError
 from flywheel_shared.registry import RegistryClient, RegistryError, VersionCreate
 from flywheel_shared.snapshots import Snapshot, write_snapshot
 from flywheel_shared.spec import load_spec
@@ -101,6 +110,25 @@ def test_the_facts_migration_goes_back_and_forth(db_url: str) -> None:
         assert "version_facts" in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+async def test_the_facts_handler_ignores_other_events_and_retries_a_database_outage(
+    store: RegistryStore,
+) -> None:
+    name = setup(store)
+    handler = FactsHandler(store)
+    registered = ModelVersionRegistered(
+        model=name, version=1, status="candidate", artifact_uri="x", artifact_sha256="ab" * 32
+    )
+    await handler(registered, None)  # type: ignore[arg-type]
+    await handler(drift(name, 1), None)  # type: ignore[arg-type]
+    assert len(store.card(name, 1).drift_episodes) == 1
+    away = make_engine(f"postgresql+psycopg://u:p@127.0.0.1:{pick_free_port()}/none")
+    try:
+        with pytest.raises(TransientError, match="database unavailable"):
+            await FactsHandler(RegistryStore(away))(drift(name, 1), None)  # type: ignore[arg-type]
+    finally:
+        away.dispose()
 
 
 @pytest.fixture
