@@ -21,6 +21,8 @@ Endpoints (JSON unless said otherwise; writes need ``Authorization: Bearer <toke
 
 - ``GET  /v1/approvals?model=&state=pending`` — rollout steps awaiting approval
 - ``POST /v1/models/{name}/versions/{v}/approve`` — ``{"reason": ...}``: apply the held step
+- ``GET  /v1/models/{name}/versions/{v}/card`` — the version's model card
+  (:class:`flywheel_shared.cards.ModelCard`; Markdown with ``?format=markdown``)
 
 Each write needs a token with a role (see :mod:`flywheel_shared.auth`): ``service`` to put
 specs, upload artifacts and register versions; ``operator`` to move or remove aliases, roll
@@ -33,7 +35,7 @@ Errors are ``{"detail": str, "code": str}`` with a 4xx/5xx status.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -43,6 +45,9 @@ from .aliases import Alias as Alias
 from .aliases import VersionStatus as VersionStatus
 from .integrity import check_sha256, sha256_hex
 from .spec import DatasetContract, ModelSpec
+
+if TYPE_CHECKING:
+    from .cards import ModelCard
 
 
 class _Model(BaseModel):
@@ -350,6 +355,24 @@ class RegistryClient:
             json={"status": status, "reason": reason},
         )
         return ModelVersion.model_validate(resp.json())
+
+    @overload
+    async def card(
+        self, model: str, version: int, markdown: Literal[False] = False
+    ) -> ModelCard: ...
+
+    @overload
+    async def card(self, model: str, version: int, markdown: Literal[True]) -> str: ...
+
+    async def card(self, model: str, version: int, markdown: bool = False) -> ModelCard | str:
+        """A version's model card (``markdown``: its Markdown text)."""
+        from .cards import ModelCard  # cards.py builds on this module's resources
+
+        path = f"/v1/models/{model}/versions/{version}/card"
+        if markdown:
+            resp = await self._call("GET", path, headers={"accept": "text/markdown"})
+            return resp.text
+        return ModelCard.model_validate((await self._call("GET", path)).json())
 
     # -- aliases -------------------------------------------------------------------------
 

@@ -296,6 +296,21 @@ def audit(ctx: click.Context, model: str | None, token: str | None, limit: int) 
     out.print(table)
 
 
+@models.command("card")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The card as JSON instead of Markdown.")
+@click.pass_context
+def card(ctx: click.Context, model: str, version: int, as_json: bool) -> None:
+    """VERSION of MODEL's model card: lineage, gates, alias history, approvals, live
+    metrics, drift episodes and personal fields (Markdown)."""
+    if as_json:
+        found = _call(ctx, lambda c: c.card(model, version))
+        click.echo(found.model_dump_json(indent=2, by_alias=True))
+    else:
+        click.echo(_call(ctx, lambda c: c.card(model, version, markdown=True)), nl=False)
+
+
 @models.command("apply-spec")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context

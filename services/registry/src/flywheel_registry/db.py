@@ -174,6 +174,25 @@ class ApprovalRow(Base):
     decision_reason: Mapped[str] = mapped_column(Text, default="")
 
 
+class FactRow(Base):
+    """A consumed fact about a version: a drift episode, a rollout verdict (its evidence) or a
+    retrain request (``version`` None), kept for its model card; once per ``event_id``."""
+
+    __tablename__ = "version_facts"
+    __table_args__ = (Index("ix_version_facts_model_version", "model", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``drift``, ``verdict`` or ``retrain``."""
+    model: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When the event occurred (its ``occurred_at``)."""
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class OutboxRow(Base):
     """An event written with the change it announces, published later by the relay."""
 

@@ -17,6 +17,11 @@ VERDICTS = Counter(
     "rollout.verdict events handled, by decision and outcome",
     ["decision", "outcome"],
 )
+FACTS = Counter(
+    "flywheel_registry_facts_total",
+    "drift.detected, rollout.verdict and retrain.requested events kept for model cards",
+    ["kind", "outcome"],
+)
 OUTBOX_PENDING = Gauge(
     "flywheel_registry_outbox_pending", "Outbox events written but not yet published to Kafka"
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from .db import (
@@ -14,6 +14,7 @@ from .db import (
     ApprovalRow,
     ArtifactRow,
     AuditRow,
+    FactRow,
     ModelRow,
     ProcessedEventRow,
     VersionRow,
@@ -162,6 +163,30 @@ class Repository:
         if state is not None:
             query = query.where(ApprovalRow.state == state)
         return self.session.scalars(query.order_by(ApprovalRow.id)).all()
+
+    def audit_of_model(self, model: str) -> Sequence[AuditRow]:
+        """Every audit row of ``model``, oldest first."""
+        return self.session.scalars(
+            select(AuditRow).where(AuditRow.model == model).order_by(AuditRow.id)
+        ).all()
+
+    # -- facts (model cards) --------------------------------------------------------------
+
+    def fact(self, event_id: str) -> FactRow | None:
+        """The fact a consumed event recorded."""
+        return self.session.scalar(select(FactRow).where(FactRow.event_id == event_id))
+
+    def facts(self, model: str, version: int) -> Sequence[FactRow]:
+        """The facts about ``version`` and those about the whole model (no version), in the
+        order they occurred."""
+        return self.session.scalars(
+            select(FactRow)
+            .where(
+                FactRow.model == model,
+                or_(FactRow.version == version, FactRow.version.is_(None)),
+            )
+            .order_by(FactRow.at, FactRow.id)
+        ).all()
 
     # -- artifacts and consumed events ----------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The service's moving parts: database, artifact store, outbox relay, verdict consumer."""
+"""The service's moving parts: database, artifact store, outbox relay, consumers."""
 
 from __future__ import annotations
 
@@ -14,17 +14,25 @@ from flywheel_shared.storage import ObjectStore
 from . import migrate
 from .artifacts import ArtifactStore
 from .db import make_engine
-from .handlers import VerdictHandler
+from .handlers import FactsHandler, VerdictHandler
 from .relay import OutboxRelay
 from .settings import RegistrySettings
 from .store import RegistryStore
 
 log = logging.getLogger(__name__)
-TOPICS_USED = ["model.version.registered", "model.alias.changed", "rollout.verdict", "deadletter"]
+TOPICS_USED = [
+    "model.version.registered",
+    "model.alias.changed",
+    "rollout.verdict",
+    "drift.detected",
+    "retrain.requested",
+    "deadletter",
+]
+FACT_TOPICS = ["drift.detected", "rollout.verdict", "retrain.requested"]
 
 
 class Runtime(KafkaRuntime):
-    """The service's moving parts: database, artifact store, outbox relay, verdict consumer."""
+    """The service's moving parts: database, artifact store, outbox relay, consumers."""
 
     service = "registry"
     topics = TOPICS_USED
@@ -67,17 +75,32 @@ class Runtime(KafkaRuntime):
             self._relay_started = True
 
     def make_consumers(self) -> list[EventConsumer]:
-        """The rollout.verdict consumer (unless switched off)."""
-        if not self.settings.consume_verdicts:
-            return []
-        return [
-            EventConsumer(
-                self.settings.kafka,
-                ConsumerConfig(group_id=self.settings.consumer_group, topics=["rollout.verdict"]),
-                VerdictHandler(self.store),
-                self.producer,
+        """The rollout.verdict consumer and the model cards' facts consumer (each unless
+        switched off; the facts use their own group, ``<consumer_group>-facts``)."""
+        consumers = []
+        if self.settings.consume_verdicts:
+            consumers.append(
+                EventConsumer(
+                    self.settings.kafka,
+                    ConsumerConfig(
+                        group_id=self.settings.consumer_group, topics=["rollout.verdict"]
+                    ),
+                    VerdictHandler(self.store),
+                    self.producer,
+                )
             )
-        ]
+        if self.settings.consume_facts:
+            consumers.append(
+                EventConsumer(
+                    self.settings.kafka,
+                    ConsumerConfig(
+                        group_id=f"{self.settings.consumer_group}-facts", topics=FACT_TOPICS
+                    ),
+                    FactsHandler(self.store),
+                    self.producer,
+                )
+            )
+        return consumers
 
     async def on_shutdown(self) -> None:
         """Let the relay finish its round (the producer flushes after this)."""

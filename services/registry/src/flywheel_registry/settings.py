@@ -43,6 +43,11 @@ class RegistrySettings(ServiceSettings):
     )
     relay_batch: int = Field(100, ge=1, description="outbox rows published per round trip")
     consume_verdicts: bool = Field(True, description="apply rollout.verdict events")
+    consume_facts: bool = Field(
+        True,
+        description="keep drift.detected, rollout.verdict and retrain.requested for the model "
+        "cards (consumer group '<consumer_group>-facts')",
+    )
     consumer_group: str = Field(
         "flywheel-registry", description="Kafka consumer group of the rollout.verdict consumer"
     )

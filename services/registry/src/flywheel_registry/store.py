@@ -1,4 +1,4 @@
-"""The registry's operations as one object, for the app, the verdict handler and the relay.
+"""The registry's operations as one object, for the app, the consumers and the relay.
 
 Each method is a use case in ``usecases/`` (rules in ``domain/``, SQL in ``repository.py``,
 events in ``outbox.py``). Methods are synchronous and safe to call from worker threads.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flywheel_shared.cards import ModelCard
 from flywheel_shared.events import RolloutVerdict
 from flywheel_shared.registry import (
     AliasState,
@@ -19,12 +20,13 @@ from flywheel_shared.registry import (
     VersionCreate,
 )
 from flywheel_shared.spec import DatasetContract, ModelSpec
+from flywheel_shared.storage import ObjectStore
 
 from . import outbox
 from .domain.aliases import Plan
 from .outbox import PendingEvent
 from .transactions import Database
-from .usecases import aliases, approvals, catalog, verdicts, versions
+from .usecases import aliases, approvals, cards, catalog, facts, verdicts, versions
 
 
 class RegistryStore(Database):
@@ -169,6 +171,17 @@ class RegistryStore(Database):
     def apply_verdict(self, verdict: RolloutVerdict) -> Plan:
         """Apply the monitor's verdict per the model's rollout policy, once per event_id."""
         return verdicts.apply_verdict(self, verdict)
+
+    # -- facts and model cards -----------------------------------------------------------
+
+    def record_fact(self, event: facts.FactEvent) -> str:
+        """Keep a drift episode, verdict or retrain request for the model cards, once per
+        event_id (``recorded``, ``duplicate`` or ``unknown_model``)."""
+        return facts.record_fact(self, event)
+
+    def card(self, model: str, version: int, objects: ObjectStore | None = None) -> ModelCard:
+        """The model card of a version (the snapshot record read from ``objects``)."""
+        return cards.model_card(self, model, version, objects)
 
     # -- outbox (the relay's port) --------------------------------------------------------
 
