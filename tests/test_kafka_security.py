@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
-from e2e_support import Stack, fraud_spec
-from test_training_loop import post_records
+from e2e_support import Stack, fraud_spec, post_records
 
 from flywheel_devkit.kafka import SCRAM_MECHANISM, KafkaSecurity, LocalKafka, pick_free_port
 from flywheel_devkit.testing.kafka import start_local_broker

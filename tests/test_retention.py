@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from e2e_support import Stack, fraud_spec
+from e2e_support import Stack, fraud_spec, post_records
 from test_training_loop import events, start, until
 
-from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.datasets import read_manifest
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.snapshots import read_snapshot
@@ -22,18 +21,6 @@ from flywheel_shared.storage import ObjectStore
 from flywheel_trainer.cli import train_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def post(stack: Stack, n: int, seed: int, start: datetime) -> None:
-    sim = FraudSimulator(seed=seed, fraud_rate=0.05, start=start)
-    for _ in range(0, n, 500):
-        req = urllib.request.Request(
-            f"{stack.ingest.url}/v1/datasets/transactions/records",
-            data=json.dumps(sim.batch(500)).encode(),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 202
 
 
 def get(url: str) -> Any:
@@ -50,11 +37,11 @@ async def test_segments_past_retention_are_left_out_of_the_training_snapshot(
     await start(stack, spec)
     store = ObjectStore(str(stack.store))
     # 2,000 rows from 60 days ago (below min_new_rows: nothing trains yet), sealed first ...
-    await asyncio.to_thread(post, stack, 2000, 3, datetime.now(UTC) - timedelta(days=60))
+    await asyncio.to_thread(post_records, stack, 2000, 3, datetime.now(UTC) - timedelta(days=60))
     await until(lambda: read_manifest(store, "transactions").total_rows == 2000, 60, "the old rows")
     old = {s.segment_id for s in read_manifest(store, "transactions").segments}
     # ... then 6,000 of today.
-    await asyncio.to_thread(post, stack, 6000, 6, datetime.now(UTC))
+    await asyncio.to_thread(post_records, stack, 6000, 6, datetime.now(UTC))
     [completed] = await events(stack, "training.completed", 1, timeout=180)
     async with RegistryClient(stack.registry_url, stack.token) as reg:
         version = await reg.get_version("fraud", 1)

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from e2e_support import Stack, fraud_spec
+from e2e_support import Stack, fraud_spec, post_records
 
 from flywheel_devkit.testing.kafka_io import read_events
 from flywheel_fraud.simulator import FraudSimulator
@@ -42,18 +42,6 @@ def _predict(url: str, records: list[dict[str, object]]) -> tuple[int, dict[str,
         return exc.code, json.loads(exc.read())
 
 
-def _post_records(stack: Stack, n: int = 6000) -> None:
-    sim = FraudSimulator(seed=6, fraud_rate=0.05)
-    for _ in range(0, n, 500):
-        req = urllib.request.Request(
-            f"{stack.ingest.url}/v1/datasets/transactions/records",
-            data=json.dumps(sim.batch(500)).encode(),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 202
-
-
 async def test_serving_started_before_the_registry_serves_the_trained_model(
     stack: Stack,
 ) -> None:
@@ -84,7 +72,7 @@ async def test_serving_started_before_the_registry_serves_the_trained_model(
         code, body = _predict(serving.url, FraudSimulator(seed=9).batch(1))
         assert code == 503 and "no production version" in str(body["error"])
 
-        await asyncio.to_thread(_post_records, stack)
+        await asyncio.to_thread(post_records, stack)
         [registered] = await read_events(
             stack.bootstrap,
             stack.topics("model.version.registered"),

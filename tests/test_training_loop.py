@@ -6,18 +6,16 @@ import asyncio
 import hashlib
 import io
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from e2e_support import ROOT, Stack, fraud_spec
+from e2e_support import ROOT, Stack, fraud_spec, post_records
 
 from flywheel_devkit.testing.kafka_io import read_events
 from flywheel_devkit.testing.postgres import UNAVAILABLE, fresh_database
-from flywheel_fraud.simulator import FraudSimulator
 from flywheel_shared.events import (
     BatchCommitted,
     Event,
@@ -43,19 +41,6 @@ async def start(stack: Stack, spec: ModelSpec) -> None:
     await asyncio.gather(
         asyncio.to_thread(stack.ingest.start), asyncio.to_thread(stack.trainer.start)
     )
-
-
-def post_records(stack: Stack, n: int = 6000, seed: int = 6) -> None:
-    # 5% fraud: enough positives in a few thousand rows for a stable ROC AUC (≈ 0.89 here).
-    sim = FraudSimulator(seed=seed, fraud_rate=0.05)
-    for _ in range(0, n, 500):
-        req = urllib.request.Request(
-            f"{stack.ingest.url}/v1/datasets/transactions/records",
-            data=json.dumps(sim.batch(500)).encode(),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 202
 
 
 async def events(stack: Stack, topic: str, n: int, timeout: float = 120) -> list[Event]:
