@@ -18,6 +18,8 @@ from flywheel_shared.events import CategoricalStats, NumericStats
 from flywheel_shared.snapshots import FieldStats
 from flywheel_shared.spec import BatchChecks
 
+#: Fewer values than this in a batch say little about category shares: not compared.
+MIN_CATEGORY_VALUES = 10
 Check = Literal["null_rate", "range", "categories", "volume", "duplicate_ids"]
 
 
@@ -105,7 +107,11 @@ def _field(
         found = _range(name, new, base, policy.range_excess)
         if found is not None:
             out.append(found)
-    elif isinstance(new, CategoricalStats) and isinstance(base, CategoricalStats):
+    elif (
+        isinstance(new, CategoricalStats)
+        and isinstance(base, CategoricalStats)
+        and new.count >= MIN_CATEGORY_VALUES
+    ):
         tv = total_variation(new.counts, base.counts)
         if tv > policy.category_tv:
             out.append(
