@@ -1,13 +1,15 @@
 """Governance end to end: a batch unlike production's training data is quarantined (kept,
-out of training) until a person releases it."""
+out of training) until a person releases it; an erased record leaves every later snapshot."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import urllib.request
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from e2e_support import Stack, fraud_spec
@@ -27,6 +29,7 @@ from flywheel_shared.events import (
 from flywheel_shared.registry import RegistryClient
 from flywheel_shared.snapshots import read_snapshot
 from flywheel_shared.storage import ObjectStore
+from flywheel_trainer.cli import train_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,6 +45,17 @@ def post_json(url: str, body: Any) -> int:
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return int(resp.status)
+
+
+def ids_in(store: ObjectStore, key: str) -> list[str]:
+    table = pq.read_table(io.BytesIO(store.get(key)))
+    return [str(i) for i in table.column("transaction_id").to_pylist()]
+
+
+def ids_of(store: ObjectStore, segments: list[str]) -> list[str]:
+    """The record ids of the named segments, as the manifest lists them now."""
+    by_id = {s.segment_id: s for s in read_manifest(store, "transactions").segments}
+    return [i for seg in segments for i in ids_in(store, by_id[seg].key)]
 
 
 async def production_known(stack: Stack) -> None:
@@ -176,3 +190,59 @@ async def test_a_broken_batch_is_quarantined_until_released(stack: Stack) -> Non
     assert record3 is not None and not record3.excluded
     assert {e.segment_id for e in held} <= set(record3.segments)
     assert lin3.snapshot_rows == lin1.snapshot_rows + 1000
+
+
+@pytest.mark.timeout(900)
+async def test_an_erased_record_is_absent_from_the_next_snapshot_and_model(stack: Stack) -> None:
+    spec, _ = fraud_spec()
+    await start(stack, spec)
+    store = ObjectStore(str(stack.store))
+    await asyncio.to_thread(post_records, stack)
+    assert await trained(stack, 1) == 1
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        lin1 = (await reg.get_version("fraud", 1)).lineage
+    record1 = read_snapshot(store, "transactions", lin1.snapshot_id)
+    assert record1 is not None and not record1.contains_erased
+    first = read_manifest(store, "transactions").segments[0]
+    victim = ids_in(store, first.key)[3]
+    assert victim in ids_of(store, record1.segments)
+
+    cli = CliRunner()
+    result = await asyncio.to_thread(
+        cli.invoke,
+        data_group,
+        ["erase", "transactions", "--id", victim, "--reason", "erasure request 7",
+         "--ingest-url", stack.ingest.url, "--actor", "dpo"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "erased 1 row(s)" in result.output
+    [audit] = await read_events(
+        stack.bootstrap, stack.topics("data.audit"), until=lambda ev: len(ev) >= 1, timeout=60
+    )
+    assert isinstance(audit, DataAudit)
+    assert (audit.action, audit.count, audit.actor) == ("erase", 1, "dpo")
+    assert victim not in audit.model_dump_json()
+    # The old snapshot's record says it held erased data; its version cannot be re-run.
+    record1 = read_snapshot(store, "transactions", lin1.snapshot_id)
+    assert record1 is not None and record1.contains_erased
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        train_group,
+        ["reproduce", "fraud", "1", "--registry-url", stack.registry_url,
+         "--storage-uri", str(stack.store)],
+        env={"FLYWHEEL_REGISTRY_TOKEN": stack.token},
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "cannot be reproduced" in result.output and "erased" in result.output
+
+    # The next training: a new snapshot, without the record.
+    await publish(stack, RetrainRequested(model="fraud", reason="after erasure", requested_by="t"))
+    v2 = await trained(stack, 2)
+    async with RegistryClient(stack.registry_url, stack.token) as reg:
+        lin2 = (await reg.get_version("fraud", v2)).lineage
+    assert lin2.snapshot_id != lin1.snapshot_id
+    assert lin2.snapshot_rows == lin1.snapshot_rows - 1
+    record2 = read_snapshot(store, "transactions", lin2.snapshot_id)
+    assert record2 is not None and not record2.contains_erased
+    remaining = ids_of(store, record2.segments)
+    assert victim not in remaining and len(remaining) == lin2.snapshot_rows

@@ -51,7 +51,9 @@ class Snapshot(BaseModel):
     rows: int = Field(description="rows in the included segments")
     stats: FieldStats = Field(default_factory=dict, description="merged per-field statistics")
     created_at: AwareDatetime
-    contains_erased: bool = Field(False, description="reserved: built after an erasure")
+    contains_erased: bool = Field(
+        False, description="held records erased since: versions trained on it cannot be re-run"
+    )
 
     @property
     def excluded_rows(self) -> int:

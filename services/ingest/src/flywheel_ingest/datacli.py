@@ -215,12 +215,13 @@ def quarantined_command(dataset: str, as_json: bool, ingest_url: str) -> None:
         out.print(f"{dataset}: no quarantined segments")
         return
     table = Table(title=f"{dataset}: quarantined segments")
-    for col in ("segment", "rows", "quarantined at", "status", "why"):
+    table.add_column("segment", no_wrap=True)
+    for col in ("rows", "quarantined at", "status", "why"):
         table.add_column(col)
     for s in body["segments"]:
         q = s["quarantine"]
         status = "held" if s["held"] else f"released by {q['released_by']}: {q['release_reason']}"
-        table.add_row(s["segment_id"], f"{s['rows']:,}", q["at"], status, _findings(q))
+        table.add_row(s["segment_id"], f"{s['rows']:,}", q["at"][:19], status, _findings(q))
     out.print(table)
 
 
@@ -241,4 +242,25 @@ def release_command(
     out.print(
         f"released {dataset}/{segment} ({body['rows']:,} rows) as {q['released_by']}: "
         "the next training snapshot includes it"
+    )
+
+
+@data_group.command("erase")
+@click.argument("dataset")
+@click.option("--id", "ids", multiple=True, required=True, help="A record id (repeatable).")
+@click.option("--reason", required=True, help="Why, e.g. the request's reference (audited).")
+@_INGEST_URL
+@_TOKEN
+@_ACTOR
+def erase_command(
+    dataset: str, ids: tuple[str, ...], reason: str, ingest_url: str, token: str | None, actor: str
+) -> None:
+    """Erase records of DATASET by id: absent from every future snapshot; versions trained
+    on a snapshot that held them can no longer be reproduced."""
+    url = f"{ingest_url.rstrip('/')}/v1/datasets/{dataset}/erase"
+    body = call("POST", url, token, actor, {"ids": list(ids), "reason": reason})
+    out.print(
+        f"erased {body['rows']} row(s) of {len(ids)} id(s) from {dataset}: "
+        f"{len(body['segments'])} segment(s) rewritten, "
+        f"{len(body['snapshots'])} snapshot record(s) marked as containing erased data"
     )

@@ -1,11 +1,12 @@
-"""Ingest's governance routes: quarantined batches listed and released (behind the write
-guard). Manifest changes go through this process's dataset writer, which owns the manifest."""
+"""Ingest's governance routes: quarantined batches listed and released, records erased (the
+changes behind the write guard). Manifest changes go through this process's dataset writer,
+which owns the manifest."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -19,6 +20,7 @@ from .routes import AppRuntime, require_dataset
 from .runtime import Runtime
 
 ACTOR_HEADER = "x-flywheel-actor"
+B = TypeVar("B", bound=BaseModel)
 _MAX_BODY = 64 * 1024
 
 
@@ -26,6 +28,22 @@ class ReleaseBody(BaseModel):
     """Why a person lets a quarantined batch into training."""
 
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class EraseBody(BaseModel):
+    """Records to erase by id, and why."""
+
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class EraseAnswer(BaseModel):
+    """What an erasure did (the ids are not repeated)."""
+
+    dataset: str
+    rows: int = Field(description="rows removed")
+    segments: list[str] = Field(description="segments rewritten")
+    snapshots: list[str] = Field(description="snapshot records now marked contains_erased")
 
 
 class QuarantinedSegment(BaseModel):
@@ -71,10 +89,10 @@ def _writer(rt: Runtime) -> None:
         )
 
 
-async def _body(request: Request) -> ReleaseBody:
-    raw = await read_body(request, _MAX_BODY)
+async def _body(request: Request, model: type[B], limit: int = _MAX_BODY) -> B:
+    raw = await read_body(request, limit)
     try:
-        return ReleaseBody.model_validate_json(raw or b"{}")
+        return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -95,13 +113,27 @@ async def release_segment(name: str, segment_id: str, request: Request, rt: AppR
     (``data.batch.committed``) and the release is recorded (``data.audit``)."""
     await require_dataset(rt, name)
     _writer(rt)
-    body = await _body(request)
+    body = await _body(request, ReleaseBody)
     entry = await rt.writer.release(name, segment_id, actor(request), body.reason)
     return json_response(200, {"dataset": name, **_entry(entry)})
 
 
+async def erase_records(name: str, request: Request, rt: AppRuntime) -> Response:
+    """Remove records by id from the dataset: every future snapshot lacks them, stored
+    snapshot records that held them say ``contains_erased``; audited (``data.audit``)."""
+    await require_dataset(rt, name)
+    _writer(rt)
+    body = await _body(request, EraseBody, 2 * 1024 * 1024)
+    erasure = await rt.writer.erase(name, body.ids, actor(request), body.reason)
+    answer = EraseAnswer(
+        dataset=name, rows=erasure.rows, segments=erasure.segments, snapshots=erasure.snapshots
+    )
+    return json_response(200, answer.model_dump(mode="json"))
+
+
 def governance_router(guard: Callable[[Request], None], *, guarded: bool) -> APIRouter:
-    """The quarantine routes: the list is a read, the release sits behind ``guard``."""
+    """The quarantine and erasure routes: the list is a read, the changes sit behind
+    ``guard``."""
     router = APIRouter()
     auth = AUTH if guarded else ()
     security: dict[str, Any] = BEARER if guarded else {}
@@ -124,6 +156,19 @@ def governance_router(guard: Callable[[Request], None], *, guarded: bool) -> API
         openapi_extra={
             **security,
             **request_body({"application/json": ReleaseBody}, description="why (audited)"),
+        },
+    )
+    router.add_api_route(
+        "/v1/datasets/{name}/erase",
+        erase_records,
+        methods=["POST"],
+        dependencies=[Depends(guard)],
+        summary="Erase records by id from the dataset",
+        response_model=EraseAnswer,
+        responses=error_responses(*auth, 404, 409, 413, 422, 503),
+        openapi_extra={
+            **security,
+            **request_body({"application/json": EraseBody}, description="ids and why (audited)"),
         },
     )
     return router

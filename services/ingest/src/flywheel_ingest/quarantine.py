@@ -31,7 +31,12 @@ from flywheel_shared.datasets import (
 from flywheel_shared.events import BatchFinding, BatchQuarantined, DataAudit, derived_id
 from flywheel_shared.http import ApiError
 from flywheel_shared.registry import RegistryError
-from flywheel_shared.snapshots import FieldStats, production_snapshot, resolve_snapshot
+from flywheel_shared.snapshots import (
+    FieldStats,
+    production_snapshot,
+    read_snapshot,
+    resolve_snapshot,
+)
 from flywheel_shared.spec import DatasetContract
 from flywheel_shared.storage import ObjectStore
 
@@ -87,7 +92,11 @@ class Baselines:
         if hit is not None and hit[0] == snap:
             return hit
         try:
-            record, _ = await asyncio.to_thread(resolve_snapshot, self.store, manifest, snap)
+            # The stored record has the statistics (still there after an erasure rewrote
+            # its segments); an older version's snapshot is a manifest prefix.
+            record = await asyncio.to_thread(read_snapshot, self.store, dataset, snap)
+            if record is None:
+                record, _ = await asyncio.to_thread(resolve_snapshot, self.store, manifest, snap)
         except SnapshotNotFound as exc:
             log.warning("no baseline: production snapshot not found", extra={"error": str(exc)})
             return None

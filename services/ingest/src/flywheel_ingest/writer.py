@@ -42,6 +42,7 @@ from flywheel_shared.validation import ContractValidator, describe
 from .contracts import ContractSource
 from .domain.checks import Baseline
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
+from .erasure import Erasure, erase
 from .handlers import Vouched
 from .quarantine import QUARANTINED, RELEASED, Baselines, correlation, decide, quarantined_event
 from .quarantine import release as release_segment
@@ -340,3 +341,30 @@ class DatasetWriter:
             await self.producer.publish(audit)
             await self._announce_pending(dataset)
         return entry
+
+    async def erase(self, dataset: str, ids: list[str], actor: str, reason: str) -> Erasure:
+        """Remove records by id from every stored segment (buffered rows are sealed first),
+        with an erasure log entry and a ``data.audit`` record."""
+        contract = self.contracts.get(dataset)
+        assert contract is not None
+        async with self._lock:
+            for key in [k for k in self._buffers if k[0] == dataset]:
+                await self._seal(key)
+            manifest = self.load_manifest(dataset)
+            erasure, audit = await asyncio.to_thread(
+                erase,
+                self.store,
+                contract,
+                manifest,
+                ids,
+                actor=actor,
+                reason=reason,
+                now=utcnow(),
+                save=self._save_manifest,
+            )
+            log.info(
+                "records erased",
+                extra={"dataset": dataset, "rows": erasure.rows, "segments": erasure.segments},
+            )
+            await self.producer.publish(audit)
+        return erasure
