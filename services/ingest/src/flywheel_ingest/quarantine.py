@@ -121,6 +121,7 @@ def decide(
         table.num_rows,
         baseline[1] if baseline else None,
         duplicates=duplicate_ids(table, contract.id_field),
+        label_field=contract.label_field,
     )
     if not findings:
         return None
