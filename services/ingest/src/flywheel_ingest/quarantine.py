@@ -3,8 +3,8 @@ training data (see :mod:`.domain.checks`) stays stored and listed, but out of tr
 snapshots until a person releases it.
 
 - The baseline is the snapshot the dataset's production model was trained on, found through
-  the registry cache (so it follows alias moves within the cache's refresh period) and kept
-  per dataset while that snapshot id stays the same. No registry, no production model, or a
+  the registry cache (asked again every few seconds, so it follows alias moves) and kept per
+  dataset while that snapshot id stays the same. No registry, no production model, or a
   baseline under ``checks.min_baseline_rows`` rows: only the duplicate-id check applies.
 - A quarantined segment is announced with ``data.batch.quarantined`` (why) instead of
   ``data.batch.committed`` (new data); a release announces it with ``data.batch.committed``
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
@@ -60,9 +62,22 @@ RELEASED = Counter(
 class Baselines:
     """The baseline of each dataset: its production model's snapshot (None: no checks)."""
 
-    def __init__(self, contracts: ContractSource, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        contracts: ContractSource,
+        store: ObjectStore,
+        *,
+        refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``refresh_s``: how often the registry is asked again which version is production
+        (between, the cached answer: a batch sealed just after a promotion may be checked
+        against the previous production's snapshot)."""
         self.contracts = contracts
         self.store = store
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._asked: float | None = None
         self._cache: dict[str, tuple[str, Baseline]] = {}
         self._warned: set[str] = set()
 
@@ -71,9 +86,13 @@ class Baselines:
         contracts = self.contracts
         if not isinstance(contracts, RegistryContracts):
             return None
+        now = self.clock()
+        fresh = self._asked is None or now - self._asked >= self.refresh_s
+        if fresh:
+            self._asked = now
         try:
             found = await production_snapshot(
-                dataset, await contracts.cache.models(), contracts.cache.version
+                dataset, await contracts.cache.models(fresh=fresh), contracts.cache.version
             )
         except RegistryError as exc:
             if dataset not in self._warned:
