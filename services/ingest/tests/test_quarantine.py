@@ -148,19 +148,27 @@ async def test_release_refuses_unknown_and_unquarantined_segments(
     assert not producer.of(DataAudit)
 
 
-async def test_no_baseline_checks_only_duplicate_ids(
+async def test_repeated_ids_are_checked_against_a_baseline_and_nothing_without(
     tmp_path: Any, contract: DatasetContract
 ) -> None:
-    writer, producer = make(tmp_path, contract, None)
-    await seal(writer, records(contract, 0, 500, kind="a"), 0)  # nothing to compare with
-    assert len(producer.of(BatchCommitted)) == 1
-    rows = [good(i % 250) for i in range(500)]  # every id twice
+    rows = [good(i % 250, amount=11.0) for i in range(500)]  # every id twice
     ev = RecordsValidated(dataset="tx", records=ContractValidator(contract).validate(rows).valid)
-    await seal(writer, ev, 1)
+    writer, producer = make(tmp_path / "a", contract, await baseline_of(tmp_path, contract))
+    await seal(writer, ev, 0)
     [held] = producer.of(BatchQuarantined)
     assert isinstance(held, BatchQuarantined)
     assert [f.check for f in held.findings] == ["duplicate_ids"]
-    assert held.findings[0].observed == 250 and held.baseline_snapshot_id is None
+    assert held.findings[0].observed == 250
+    # No production model yet (no baseline): nothing to compare with, nothing held back.
+    writer, producer = make(tmp_path / "b", contract, None)
+    await seal(writer, records(contract, 0, 500, kind="a"), 0)
+    await seal(writer, ev, 1)
+    assert len(producer.of(BatchCommitted)) == 2 and not producer.of(BatchQuarantined)
+    # A baseline under min_baseline_rows: the same.
+    small = ("0" * 64, Baseline(rows=999, segments=1, stats={}))
+    writer, producer = make(tmp_path / "c", contract, small)
+    await seal(writer, ev, 0)
+    assert len(producer.of(BatchCommitted)) == 1
 
 
 async def test_a_quarantine_a_crash_left_unannounced_is_announced_as_such_at_start(

@@ -5,7 +5,7 @@ snapshots until a person releases it.
 - The baseline is the snapshot the dataset's production model was trained on, found through
   the registry cache (asked again every few seconds, so it follows alias moves) and kept per
   dataset while that snapshot id stays the same. No registry, no production model, or a
-  baseline under ``checks.min_baseline_rows`` rows: only the duplicate-id check applies.
+  baseline under ``checks.min_baseline_rows`` rows: no checks (repeated ids neither).
 - A quarantined segment is announced with ``data.batch.quarantined`` (why) instead of
   ``data.batch.committed`` (new data); a release announces it with ``data.batch.committed``
   and publishes a ``data.audit`` record.
@@ -133,12 +133,17 @@ def decide(
     baseline: tuple[str, Baseline] | None,
     now: datetime,
 ) -> Quarantine | None:
-    """The quarantine of a batch (``table`` with statistics ``stats``), None if it passes."""
+    """The quarantine of a batch (``table`` with statistics ``stats``), None if it passes.
+    Without a baseline of ``checks.min_baseline_rows`` rows nothing is checked, repeated ids
+    neither: before a production model there is nothing to protect, and a client's retry
+    without an Idempotency-Key would hold back the first data."""
+    if baseline is None or baseline[1].rows < contract.checks.min_baseline_rows:
+        return None
     findings = check_batch(
         contract.checks,
         stats,
         table.num_rows,
-        baseline[1] if baseline else None,
+        baseline[1],
         duplicates=duplicate_ids(table, contract.id_field),
         label_field=contract.label_field,
     )
@@ -152,7 +157,7 @@ def decide(
             for f in findings
         ],
         at=now,
-        baseline=baseline[0] if baseline else None,
+        baseline=baseline[0],
     )
 
 
