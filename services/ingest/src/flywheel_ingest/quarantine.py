@@ -117,7 +117,9 @@ class Baselines:
             if record is None:
                 record, _ = await asyncio.to_thread(resolve_snapshot, self.store, manifest, snap)
         except SnapshotNotFound as exc:
-            log.warning("no baseline: production snapshot not found", extra={"error": str(exc)})
+            if snap not in self._warned:  # once per snapshot, not at every seal
+                self._warned.add(snap)
+                log.warning("no baseline: production snapshot not found", extra={"error": str(exc)})
             return None
         hit = self._cache[dataset] = (
             snap,
