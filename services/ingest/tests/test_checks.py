@@ -107,3 +107,30 @@ def test_duplicate_ids_and_stats_from_a_real_batch(contract: DatasetContract) ->
     baseline = Baseline(rows=2000, segments=2, stats=field_stats(contract, table))
     same = check_batch(contract.checks, field_stats(contract, table), 1000, baseline)
     assert same == []
+
+
+def test_label_rate_moves_are_measured_in_standard_errors() -> None:
+    base = Baseline(rows=10_000, segments=10, stats={"fraud": cat(true=500, false=9500)})
+
+    def label(true: int, false: int, nulls: int = 0) -> set[tuple[str, str | None]]:
+        batch: dict[str, NumericStats | CategoricalStats] = {
+            "fraud": cat(nulls=nulls, true=true, false=false)
+        }
+        found = check_batch(POLICY, batch, 1000, base, label_field="fraud")
+        return {(f.check, f.field) for f in found if f.check == "label_rate"}
+
+    # 1,000 labels: one standard error of a 5% share is 0.69 points; 6 of them is 4.1 points.
+    assert label(90, 910) == set()  # 9%: 5.8 standard errors
+    assert label(95, 905) == {("label_rate", "fraud")}  # 9.5%: 6.5
+    assert label(5, 995) == {("label_rate", "fraud")}  # 0.5%: 6.5 the other way
+    assert label(0, 0, nulls=1000) == set()  # unlabelled rows say nothing about the rate
+    assert label(1, 8) == set()  # too few labels
+    [finding] = [
+        f
+        for f in check_batch(
+            POLICY, {"fraud": cat(true=200, false=800)}, 1000, base, label_field="fraud"
+        )
+        if f.check == "label_rate"
+    ]
+    assert "fraud: 'true' is 20.0% of the batch's labels vs 5.0% in the baseline" in finding.detail
+    assert POLICY.label_rate_z == 6.0

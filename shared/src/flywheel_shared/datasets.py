@@ -36,6 +36,31 @@ def manifest_key(dataset: str) -> str:
     return f"datasets/{dataset}/manifest.json"
 
 
+class QuarantineFinding(BaseModel):
+    """One check a quarantined batch failed (see ``flywheel_ingest.domain.checks``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    check: str = Field(description="null_rate, range, categories, volume or duplicate_ids")
+    field: str | None = None
+    observed: float
+    limit: float
+    detail: str
+
+
+class Quarantine(BaseModel):
+    """Why a segment is held out of training snapshots, and who released it (if anyone)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    findings: list[QuarantineFinding]
+    at: AwareDatetime
+    baseline: str | None = Field(None, description="snapshot id the batch was compared with")
+    released_at: AwareDatetime | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+
+
 class SegmentEntry(BaseModel):
     """One sealed Parquet segment."""
 
@@ -56,6 +81,14 @@ class SegmentEntry(BaseModel):
     stats: dict[str, NumericStats | CategoricalStats] = Field(default_factory=dict)
     correlation_id: str | None = None
     announced: bool = Field(False, description="data.batch.committed was acknowledged")
+    quarantine: Quarantine | None = Field(
+        None, description="the batch failed its checks (kept, out of snapshots until released)"
+    )
+
+    @property
+    def quarantined(self) -> bool:
+        """Held out of training snapshots: failed its checks and not released."""
+        return self.quarantine is not None and self.quarantine.released_at is None
 
 
 class Manifest(BaseModel):

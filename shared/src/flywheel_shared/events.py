@@ -176,6 +176,48 @@ class BatchCommitted(Event):
     stats: dict[str, NumericStats | CategoricalStats] = Field(default_factory=dict)
 
 
+class BatchFinding(BaseModel):
+    """One check a batch failed against its baseline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    check: str = Field(description="null_rate, range, categories, volume or duplicate_ids")
+    field: str | None = None
+    observed: float
+    limit: float
+    detail: str
+
+
+class BatchQuarantined(Event):
+    """A sealed segment failed its checks: stored and listed, but out of training snapshots
+    until a person releases it (then ``data.batch.committed`` follows)."""
+
+    topic: ClassVar[str] = "data.batch.quarantined"
+    type: Literal["data.batch.quarantined"] = "data.batch.quarantined"
+    dataset: str
+    segment_id: str
+    segment_uri: str
+    row_count: int
+    content_hash: str
+    findings: list[BatchFinding] = Field(min_length=1)
+    baseline_snapshot_id: str | None = Field(
+        None, description="the snapshot compared with (the production model's)"
+    )
+    stats: dict[str, NumericStats | CategoricalStats] = Field(default_factory=dict)
+
+
+class DataAudit(Event):
+    """A person changed what training may use: released a quarantined batch, erased records."""
+
+    topic: ClassVar[str] = "data.audit"
+    type: Literal["data.audit"] = "data.audit"
+    dataset: str
+    action: Literal["release", "erase"]
+    target: str = Field(description="the segment released, or the segments rewritten")
+    count: int = Field(0, description="records affected (never their ids in clear)")
+    reason: str
+    actor: str
+
+
 class Label(BaseModel):
     """Ground truth for one record or prediction, arriving late."""
 
@@ -354,6 +396,8 @@ AnyEvent = Annotated[
     | RecordsValidated
     | RecordsRejected
     | BatchCommitted
+    | BatchQuarantined
+    | DataAudit
     | LabelsReceived
     | TrainingStarted
     | TrainingCompleted

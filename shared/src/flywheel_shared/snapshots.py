@@ -4,7 +4,8 @@ A snapshot names the segments of a dataset it includes, in manifest order; its i
 :func:`~flywheel_shared.datasets.snapshot_id` of their content hashes, so a snapshot that
 excludes nothing has the id the manifest prefix always had (old lineage stays valid). The
 record (``datasets/<name>/snapshots/<id>.json``) also lists the excluded segments with a
-reason (``retention``: older than the contract's ``retention_s``), the row count and the
+reason (``retention``: older than the contract's ``retention_s``; ``quarantine``: the batch
+failed its checks and no one released it yet), the row count and the
 segments' statistics merged into one summary per field.
 """
 
@@ -25,6 +26,7 @@ from .storage import ObjectStore
 FieldStats = dict[str, NumericStats | CategoricalStats]
 SNAPSHOT_ID = re.compile(r"^[0-9a-f]{64}$")
 RETENTION = "retention"
+QUARANTINE = "quarantine"
 
 
 class Exclusion(BaseModel):
@@ -33,7 +35,7 @@ class Exclusion(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     segment_id: str
-    reason: str = Field(description="e.g. 'retention'")
+    reason: str = Field(description="'retention' or 'quarantine'")
     rows: int
 
 
@@ -49,7 +51,9 @@ class Snapshot(BaseModel):
     rows: int = Field(description="rows in the included segments")
     stats: FieldStats = Field(default_factory=dict, description="merged per-field statistics")
     created_at: AwareDatetime
-    contains_erased: bool = Field(False, description="reserved: built after an erasure")
+    contains_erased: bool = Field(
+        False, description="held records erased since: versions trained on it cannot be re-run"
+    )
 
     @property
     def excluded_rows(self) -> int:
@@ -160,7 +164,8 @@ def make_snapshot(
 def build_snapshot(
     manifest: Manifest, *, retention_s: float | None = None, now: datetime | None = None
 ) -> tuple[Snapshot, list[SegmentEntry]]:
-    """A new snapshot of every segment now in the manifest, less those past retention."""
+    """A new snapshot of every segment now in the manifest, less those past retention and
+    those in quarantine (failed their checks, not released)."""
     now = now or datetime.now(UTC)
     cutoff = retention_cutoff(retention_s, now)
     kept: list[SegmentEntry] = []
@@ -168,6 +173,8 @@ def build_snapshot(
     for seg in manifest.segments:
         if cutoff is not None and segment_time(seg) < cutoff:
             excluded.append(Exclusion(segment_id=seg.segment_id, reason=RETENTION, rows=seg.rows))
+        elif seg.quarantined:
+            excluded.append(Exclusion(segment_id=seg.segment_id, reason=QUARANTINE, rows=seg.rows))
         else:
             kept.append(seg)
     return make_snapshot(manifest.dataset, kept, excluded, now=now), kept

@@ -121,6 +121,12 @@ class BatchChecks(_Strict):
         (0.05, 20.0),
         description="a batch's rows over the baseline's rows per segment must lie in (low, high)",
     )
+    label_rate_z: float = Field(
+        6.0,
+        gt=0,
+        description="a label value's share may differ from the baseline's by this many "
+        "standard errors (of a batch that size)",
+    )
     max_duplicate_ids: int = Field(0, ge=0, description="repeated record ids allowed in a batch")
     min_baseline_rows: int = Field(
         1000, ge=0, description="the baseline checks apply once the baseline has this many rows"

@@ -60,6 +60,12 @@ class ObjectStore:
         data: bytes = self.fs.cat_file(self._path(key))
         return data
 
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key`` (nothing if absent)."""
+        path = self._path(key)
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+
     def exists(self, key: str) -> bool:
         """True if an object is stored at ``key``."""
         return bool(self.fs.exists(self._path(key)))

@@ -41,6 +41,8 @@ TOPICS: dict[str, TopicSpec] = {
             "data.rejected", partitions=3, configs={**_BIG, "retention.ms": str(30 * _DAY_MS)}
         ),
         TopicSpec("data.batch.committed", partitions=3, configs={"retention.ms": "-1"}),
+        TopicSpec("data.batch.quarantined", partitions=3, configs={"retention.ms": "-1"}),
+        TopicSpec("data.audit", partitions=3, configs={"retention.ms": "-1"}),
         TopicSpec("data.labels", partitions=6, configs=_BIG),
         TopicSpec("training.started", partitions=3, configs={"retention.ms": "-1"}),
         TopicSpec("training.completed", partitions=3, configs={"retention.ms": "-1"}),

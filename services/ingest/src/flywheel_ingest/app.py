@@ -9,6 +9,7 @@ from flywheel_shared.auth import Role, TokenTable, read_secret, require_token
 from flywheel_shared.http import install_api_errors, run_service, service_app
 
 from .contracts import ContractSource, contract_source
+from .governance import governance_router
 from .routes import reads, writes_router
 from .runtime import Runtime
 from .settings import IngestSettings
@@ -49,6 +50,7 @@ def create_app(
         )
     )
     app.include_router(reads)
+    app.include_router(governance_router(bearer_guard(token, "ingest"), guarded=bool(token)))
     return app
 
 

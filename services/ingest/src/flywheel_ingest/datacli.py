@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ out = Console()
 
 @click.group("data")
 def data_group() -> None:
-    """Datasets: snapshot statistics."""
+    """Datasets: snapshot statistics, quarantined batches, releases."""
 
 
 async def _production(url: str, token: str | None, dataset: str) -> tuple[str, str] | None:
@@ -154,3 +155,112 @@ def stats_command(
     out.print(stats_table(body))
     if body.get("baseline_note"):
         out.print(f"no baseline: {body['baseline_note']}")
+
+
+# -- quarantine ---------------------------------------------------------------------------
+
+_INGEST_URL = click.option(
+    "--ingest-url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    envvar="FLYWHEEL_INGEST_URL",
+    help="Ingest's HTTP API (env FLYWHEEL_INGEST_URL).",
+)
+_TOKEN = click.option(
+    "--token", default=None, envvar="FLYWHEEL_INGEST_TOKEN", help="Ingest's token (env)."
+)
+_ACTOR = click.option(
+    "--actor",
+    default=lambda: os.environ.get("FLYWHEEL_ACTOR") or os.environ.get("USER") or "unknown",
+    help="Who you are, for the audit record (env FLYWHEEL_ACTOR, else $USER).",
+)
+
+
+def call(
+    method: str, url: str, token: str | None, actor: str | None = None, body: Any = None
+) -> Any:
+    """One request to ingest; its JSON answer (a ClickException for anything but 2xx)."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    if actor:
+        headers["x-flywheel-actor"] = actor
+    try:
+        resp = httpx.request(method, url, json=body, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach ingest: {exc}") from exc
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = {"detail": resp.text[:300]}
+    if resp.status_code >= 300:
+        detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
+        raise click.ClickException(f"ingest answered {resp.status_code}: {detail}")
+    return answer
+
+
+def _findings(q: dict[str, Any]) -> str:
+    return "\n".join(f["detail"] for f in q["findings"])
+
+
+@data_group.command("quarantined")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+@_INGEST_URL
+def quarantined_command(dataset: str, as_json: bool, ingest_url: str) -> None:
+    """DATASET's segments that failed their batch checks (held, or released and by whom)."""
+    body = call("GET", f"{ingest_url.rstrip('/')}/v1/datasets/{dataset}/quarantined", None)
+    if as_json:
+        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not body["segments"]:
+        out.print(f"{dataset}: no quarantined segments")
+        return
+    table = Table(title=f"{dataset}: quarantined segments")
+    table.add_column("segment", no_wrap=True)
+    for col in ("rows", "quarantined at", "status", "why"):
+        table.add_column(col)
+    for s in body["segments"]:
+        q = s["quarantine"]
+        status = "held" if s["held"] else f"released by {q['released_by']}: {q['release_reason']}"
+        table.add_row(s["segment_id"], f"{s['rows']:,}", q["at"][:19], status, _findings(q))
+    out.print(table)
+
+
+@data_group.command("release")
+@click.argument("dataset")
+@click.argument("segment")
+@click.option("--reason", required=True, help="Why the batch may train models (audited).")
+@_INGEST_URL
+@_TOKEN
+@_ACTOR
+def release_command(
+    dataset: str, segment: str, reason: str, ingest_url: str, token: str | None, actor: str
+) -> None:
+    """Release quarantined SEGMENT of DATASET into training (announced as new data)."""
+    url = f"{ingest_url.rstrip('/')}/v1/datasets/{dataset}/segments/{segment}/release"
+    body = call("POST", url, token, actor, {"reason": reason})
+    q = body["quarantine"]
+    out.print(
+        f"released {dataset}/{segment} ({body['rows']:,} rows) as {q['released_by']}: "
+        "the next training snapshot includes it"
+    )
+
+
+@data_group.command("erase")
+@click.argument("dataset")
+@click.option("--id", "ids", multiple=True, required=True, help="A record id (repeatable).")
+@click.option("--reason", required=True, help="Why, e.g. the request's reference (audited).")
+@_INGEST_URL
+@_TOKEN
+@_ACTOR
+def erase_command(
+    dataset: str, ids: tuple[str, ...], reason: str, ingest_url: str, token: str | None, actor: str
+) -> None:
+    """Erase records of DATASET by id: absent from every future snapshot; versions trained
+    on a snapshot that held them can no longer be reproduced."""
+    url = f"{ingest_url.rstrip('/')}/v1/datasets/{dataset}/erase"
+    body = call("POST", url, token, actor, {"ids": list(ids), "reason": reason})
+    out.print(
+        f"erased {body['rows']} row(s) of {len(ids)} id(s) from {dataset}: "
+        f"{len(body['segments'])} segment(s) rewritten, "
+        f"{len(body['snapshots'])} snapshot record(s) marked as containing erased data"
+    )

@@ -15,6 +15,7 @@ from flywheel_shared.storage import ObjectStore
 
 from .contracts import ContractSource
 from .handlers import IngestService
+from .quarantine import Baselines
 from .settings import IngestSettings
 from .writer import DatasetWriter
 
@@ -23,6 +24,8 @@ TOPICS_USED = [
     "data.validated",
     "data.rejected",
     "data.batch.committed",
+    "data.batch.quarantined",
+    "data.audit",
     "data.labels",
     "deadletter",
 ]
@@ -52,6 +55,7 @@ class Runtime(KafkaRuntime):
             max_rows=settings.segment_rows,
             max_age_s=settings.segment_seconds,
             vouched=self.plane.vouched,
+            baselines=Baselines(contracts, self.store),
         )
         # Contracts from spec files are known now: production refuses personal fields without
         # a key (the registry's arrive later and are hashed with the process key if need be).

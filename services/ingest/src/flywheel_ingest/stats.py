@@ -71,8 +71,9 @@ async def _production(rt: Runtime, dataset: str) -> tuple[str | None, str]:
     if not isinstance(contracts, RegistryContracts):
         return None, "no registry configured: pass ?baseline=<snapshot id>"
     try:
+        # Fresh: the writer's baseline lookups keep the cached list warm (and a little old).
         found = await production_snapshot(
-            dataset, await contracts.cache.models(), contracts.cache.version
+            dataset, await contracts.cache.models(fresh=True), contracts.cache.version
         )
     except RegistryError as exc:
         return None, f"registry unavailable: {exc}"

@@ -40,8 +40,12 @@ from flywheel_shared.storage import ObjectStore
 from flywheel_shared.validation import ContractValidator, describe
 
 from .contracts import ContractSource
+from .domain.checks import Baseline
 from .domain.segments import build_table, content_hash, field_stats, time_range, to_parquet
+from .erasure import Erasure, erase
 from .handlers import Vouched
+from .quarantine import QUARANTINED, RELEASED, Baselines, correlation, decide, quarantined_event
+from .quarantine import release as release_segment
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +88,12 @@ class DatasetWriter:
         max_age_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         vouched: Vouched | None = None,
+        baselines: Baselines | None = None,
     ) -> None:
-        """``vouched``: the events this process's ingest validated itself (not re-checked)."""
+        """``vouched``: the events this process's ingest validated itself (not re-checked);
+        ``baselines``: what new segments are checked against (None: no checks)."""
         self.store = store
+        self.baselines = baselines
         self.vouched = vouched
         self.contracts = contracts
         self.producer = producer
@@ -227,19 +234,32 @@ class DatasetWriter:
     async def _seal(self, key: tuple[str, TopicPartition]) -> None:
         buf = self._buffers[key]
         started = time.perf_counter()
-        entry = await asyncio.to_thread(self._write_segment, buf)
+        baseline = None
+        if self.baselines is not None:
+            baseline = await self.baselines.get(buf.dataset, self.load_manifest(buf.dataset))
+        entry = await asyncio.to_thread(self._write_segment, buf, baseline)
         # The manifest now lists the segment: from here the rows are durable.
         del self._buffers[key]
         SEGMENTS_SEALED.labels(buf.dataset).inc()
         ROWS_WRITTEN.labels(buf.dataset).inc(entry.rows)
         SEAL_SECONDS.labels(buf.dataset).observe(time.perf_counter() - started)
+        if entry.quarantine is not None:
+            QUARANTINED.labels(buf.dataset).inc()
+            log.warning(
+                "segment quarantined",
+                extra={
+                    "dataset": buf.dataset,
+                    "segment": entry.segment_id,
+                    "findings": [f.detail for f in entry.quarantine.findings],
+                },
+            )
         log.info(
             "segment sealed",
             extra={"dataset": buf.dataset, "segment": entry.segment_id, "rows": entry.rows},
         )
         await self._announce_pending(buf.dataset)
 
-    def _write_segment(self, buf: _Buffer) -> SegmentEntry:
+    def _write_segment(self, buf: _Buffer, baseline: tuple[str, Baseline] | None) -> SegmentEntry:
         contract = self.contracts.get(buf.dataset)
         assert contract is not None
         manifest = self.load_manifest(buf.dataset)
@@ -249,6 +269,8 @@ class DatasetWriter:
         seg_key = f"datasets/{buf.dataset}/segments/{segment_id}.parquet"
         uri = self.store.put(seg_key, data)
         lo, hi = time_range(contract, table)
+        stats = field_stats(contract, table)
+        now = utcnow()
         entry = SegmentEntry(
             segment_id=segment_id,
             key=seg_key,
@@ -259,11 +281,12 @@ class DatasetWriter:
             first_offset=buf.first_offset,
             last_offset=buf.last_offset,
             event_ids=buf.event_ids,
-            created_at=utcnow(),
+            created_at=now,
             min_event_time=lo,
             max_event_time=hi,
-            stats=field_stats(contract, table),
+            stats=stats,
             correlation_id=buf.correlation_id,
+            quarantine=decide(contract, table, stats, baseline, now),
         )
         manifest.segments.append(entry)
         self._save_manifest(manifest)
@@ -274,14 +297,15 @@ class DatasetWriter:
         pending = [(i, s) for i, s in enumerate(manifest.segments) if not s.announced]
         if not pending:
             return
-        events = []
+        events: list[Event] = []
         for i, seg in pending:
+            if seg.quarantined:  # why it is held back, not new data
+                events.append(quarantined_event(dataset, seg))
+                continue
             events.append(
                 BatchCommitted(
                     event_id=derived_id("data.batch.committed", dataset, seg.segment_id),
-                    correlation_id=UUID(seg.correlation_id)
-                    if seg.correlation_id
-                    else derived_id(seg.segment_id),
+                    correlation_id=correlation(seg),
                     dataset=dataset,
                     segment_id=seg.segment_id,
                     segment_uri=seg.uri,
@@ -299,3 +323,48 @@ class DatasetWriter:
         for _, seg in pending:
             seg.announced = True
         await asyncio.to_thread(self._save_manifest, manifest)
+
+    # -- governance -----------------------------------------------------------------------
+
+    async def release(self, dataset: str, segment_id: str, actor: str, reason: str) -> SegmentEntry:
+        """Release a quarantined segment: into the next snapshots, announced as new data, with
+        a ``data.audit`` record (under the writer's lock: it owns the manifest)."""
+        async with self._lock:
+            manifest = self.load_manifest(dataset)
+            entry, audit = release_segment(manifest, segment_id, actor, reason, utcnow())
+            await asyncio.to_thread(self._save_manifest, manifest)
+            RELEASED.labels(dataset).inc()
+            log.info(
+                "segment released",
+                extra={"dataset": dataset, "segment": segment_id, "actor": actor},
+            )
+            await self.producer.publish(audit)
+            await self._announce_pending(dataset)
+        return entry
+
+    async def erase(self, dataset: str, ids: list[str], actor: str, reason: str) -> Erasure:
+        """Remove records by id from every stored segment (buffered rows are sealed first),
+        with an erasure log entry and a ``data.audit`` record."""
+        contract = self.contracts.get(dataset)
+        assert contract is not None
+        async with self._lock:
+            for key in [k for k in self._buffers if k[0] == dataset]:
+                await self._seal(key)
+            manifest = self.load_manifest(dataset)
+            erasure, audit = await asyncio.to_thread(
+                erase,
+                self.store,
+                contract,
+                manifest,
+                ids,
+                actor=actor,
+                reason=reason,
+                now=utcnow(),
+                save=self._save_manifest,
+            )
+            log.info(
+                "records erased",
+                extra={"dataset": dataset, "rows": erasure.rows, "segments": erasure.segments},
+            )
+            await self.producer.publish(audit)
+        return erasure

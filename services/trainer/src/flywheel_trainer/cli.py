@@ -15,6 +15,8 @@ from rich.table import Table
 from flywheel_shared.events import RetrainRequested
 from flywheel_shared.registry import ModelVersion, RegistryClient, RegistryError
 from flywheel_shared.settings import DEFAULT_REGISTRY_URL
+from flywheel_shared.snapshots import read_snapshot
+from flywheel_shared.storage import ObjectStore
 
 from .runner import run_job
 from .worker import TrainJob, TrainResult
@@ -56,6 +58,16 @@ def reproduce(
         async with RegistryClient(registry_url, token) as client:
             old = await client.get_version(model, version)
             spec = await client.get_spec(model)
+        snap = old.lineage.snapshot_id
+        record = await asyncio.to_thread(
+            read_snapshot, ObjectStore(storage_uri), old.lineage.dataset, snap
+        )
+        if record is not None and record.contains_erased:
+            raise click.ClickException(
+                f"{model} v{version} cannot be reproduced: its snapshot {snap[:12]}… of "
+                f"'{old.lineage.dataset}' contained records erased since (flywheel data erase); "
+                "train a new version on the current data instead"
+            )
         job = TrainJob(
             mode="reproduce",
             model=model,

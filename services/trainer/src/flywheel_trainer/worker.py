@@ -38,7 +38,12 @@ from flywheel_shared.registry import (
     RegistryUnavailable,
     VersionCreate,
 )
-from flywheel_shared.snapshots import build_snapshot, resolve_snapshot, write_snapshot
+from flywheel_shared.snapshots import (
+    build_snapshot,
+    read_snapshot,
+    resolve_snapshot,
+    write_snapshot,
+)
 from flywheel_shared.spec import ModelSpec, Window
 from flywheel_shared.storage import ObjectStore
 
@@ -218,6 +223,11 @@ async def train(job: TrainJob) -> TrainResult:
             record, segments = build_snapshot(manifest, retention_s=spec.dataset.retention_s)
             await asyncio.to_thread(write_snapshot, store, record)
         else:
+            stored = await asyncio.to_thread(read_snapshot, store, spec.dataset.name, snapshot)
+            if stored is not None and stored.contains_erased:
+                raise ValueError(
+                    f"snapshot {snapshot} contained records erased since: it cannot be re-read"
+                )
             record, segments = await asyncio.to_thread(resolve_snapshot, store, manifest, snapshot)
         snap_id = record.id
         frame = await asyncio.to_thread(read_frame, store, window_segments(segments, window))

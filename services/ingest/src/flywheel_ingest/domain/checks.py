@@ -1,6 +1,7 @@
 """Checks of a new batch against a baseline snapshot: a batch that looks unlike the data the
 production model was trained on (nulls jump, numbers far out of range, category shares move,
-volume collapses or explodes) or repeats record ids. Pure functions on statistics.
+the label rate moves, volume collapses or explodes) or repeats record ids. Pure functions on
+statistics.
 
 Every baseline check needs a baseline of at least ``min_baseline_rows`` rows; the duplicate-id
 check needs none.
@@ -8,6 +9,7 @@ check needs none.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +20,9 @@ from flywheel_shared.events import CategoricalStats, NumericStats
 from flywheel_shared.snapshots import FieldStats
 from flywheel_shared.spec import BatchChecks
 
-Check = Literal["null_rate", "range", "categories", "volume", "duplicate_ids"]
+#: Fewer values than this in a batch say little about category shares: not compared.
+MIN_CATEGORY_VALUES = 10
+Check = Literal["null_rate", "range", "categories", "label_rate", "volume", "duplicate_ids"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,11 @@ def _field(
         found = _range(name, new, base, policy.range_excess)
         if found is not None:
             out.append(found)
-    elif isinstance(new, CategoricalStats) and isinstance(base, CategoricalStats):
+    elif (
+        isinstance(new, CategoricalStats)
+        and isinstance(base, CategoricalStats)
+        and new.count >= MIN_CATEGORY_VALUES
+    ):
         tv = total_variation(new.counts, base.counts)
         if tv > policy.category_tv:
             out.append(
@@ -121,6 +129,33 @@ def _field(
     return out
 
 
+def _label_rate(
+    name: str, new: CategoricalStats, base: CategoricalStats, z: float
+) -> Finding | None:
+    """The label value whose share moved most, in standard errors of the batch's share."""
+    nb, n0 = sum(new.counts.values()), sum(base.counts.values())
+    if nb < MIN_CATEGORY_VALUES or not n0:
+        return None
+    worst: tuple[float, str, float, float] | None = None
+    for k, c in base.counts.items():
+        p0, pb = c / n0, new.counts.get(k, 0) / nb
+        if 0 < p0 < 1:
+            score = abs(pb - p0) / math.sqrt(p0 * (1 - p0) / nb)
+            if worst is None or score > worst[0]:
+                worst = (score, k, pb, p0)
+    if worst is None or worst[0] <= z:
+        return None
+    score, k, pb, p0 = worst
+    return Finding(
+        "label_rate",
+        name,
+        score,
+        z,
+        f"{name}: {k!r} is {pb:.1%} of the batch's labels vs {p0:.1%} in the baseline "
+        f"({score:.1f} standard errors, limit {z:g})",
+    )
+
+
 def check_batch(
     policy: BatchChecks,
     batch: FieldStats,
@@ -128,10 +163,12 @@ def check_batch(
     baseline: Baseline | None,
     *,
     duplicates: int = 0,
+    label_field: str | None = None,
 ) -> list[Finding]:
     """What is wrong with a batch of ``rows`` rows with statistics ``batch`` (and ``duplicates``
     repeated ids) compared with ``baseline``; empty: nothing. Fields the baseline lacks (new
-    in the contract) or whose kind changed are not compared."""
+    in the contract) or whose kind changed are not compared; a categorical ``label_field``
+    is also checked for a label-rate change (unlabelled rows are not counted)."""
     out: list[Finding] = []
     if duplicates > policy.max_duplicate_ids:
         out.append(
@@ -163,4 +200,12 @@ def check_batch(
         base = baseline.stats.get(name)
         if base is not None:
             out.extend(_field(name, new, base, policy))
+        if (
+            name == label_field
+            and isinstance(new, CategoricalStats)
+            and isinstance(base, CategoricalStats)
+        ):
+            found = _label_rate(name, new, base, policy.label_rate_z)
+            if found is not None:
+                out.append(found)
     return out
