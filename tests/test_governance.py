@@ -12,8 +12,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from e2e_support import Stack, fraud_spec
-from test_training_loop import events, post_records, publish, start, until
+from e2e_support import Stack, fraud_spec, post_records
+from test_training_loop import events, publish, start, until
 
 from flywheel_devkit.testing.kafka_io import read_events
 from flywheel_fraud.simulator import FraudSimulator

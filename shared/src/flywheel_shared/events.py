@@ -216,6 +216,9 @@ class DataAudit(Event):
     count: int = Field(0, description="records affected (never their ids in clear)")
     reason: str
     actor: str
+    token: str | None = Field(
+        None, description="the name of the bearer token that asked (never its value)"
+    )
 
 
 class Label(BaseModel):

@@ -50,7 +50,9 @@ def create_app(
         )
     )
     app.include_router(reads)
-    app.include_router(governance_router(bearer_guard(token, "ingest"), guarded=bool(token)))
+    app.include_router(
+        governance_router(tokens.require(Role.OPERATOR, service="ingest"), guarded=not tokens.open)
+    )
     return app
 
 

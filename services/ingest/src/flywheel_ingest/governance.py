@@ -1,17 +1,18 @@
 """Ingest's governance routes: quarantined batches listed and released, records erased (the
-changes behind the write guard). Manifest changes go through this process's dataset writer,
-which owns the manifest."""
+changes need a token with the ``operator`` role; the audit record names it). Manifest changes
+go through this process's dataset writer, which owns the manifest."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
+from flywheel_shared.auth import ANONYMOUS, Principal, Role, openapi_roles
 from flywheel_shared.datasets import Quarantine, SegmentEntry, read_manifest
 from flywheel_shared.http import AUTH, BEARER, ApiError, json_response, read_body, request_body
 from flywheel_shared.http import responses as error_responses
@@ -68,6 +69,12 @@ def actor(request: Request) -> str:
     return (request.headers.get(ACTOR_HEADER) or "").strip()[:200] or "unknown"
 
 
+def token_name(request: Request) -> str | None:
+    """The name of the request's token (set by the operator guard; None without tokens)."""
+    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+    return None if principal is ANONYMOUS else principal.name
+
+
 def _entry(seg: SegmentEntry) -> dict[str, Any]:
     assert seg.quarantine is not None
     return QuarantinedSegment(
@@ -114,7 +121,9 @@ async def release_segment(name: str, segment_id: str, request: Request, rt: AppR
     await require_dataset(rt, name)
     _writer(rt)
     body = await _body(request, ReleaseBody)
-    entry = await rt.writer.release(name, segment_id, actor(request), body.reason)
+    entry = await rt.writer.release(
+        name, segment_id, actor(request), body.reason, token=token_name(request)
+    )
     return json_response(200, {"dataset": name, **_entry(entry)})
 
 
@@ -124,19 +133,27 @@ async def erase_records(name: str, request: Request, rt: AppRuntime) -> Response
     await require_dataset(rt, name)
     _writer(rt)
     body = await _body(request, EraseBody, 2 * 1024 * 1024)
-    erasure = await rt.writer.erase(name, body.ids, actor(request), body.reason)
+    erasure = await rt.writer.erase(
+        name, body.ids, actor(request), body.reason, token=token_name(request)
+    )
     answer = EraseAnswer(
         dataset=name, rows=erasure.rows, segments=erasure.segments, snapshots=erasure.snapshots
     )
     return json_response(200, answer.model_dump(mode="json"))
 
 
-def governance_router(guard: Callable[[Request], None], *, guarded: bool) -> APIRouter:
-    """The quarantine and erasure routes: the list is a read, the changes sit behind
-    ``guard``."""
+def governance_router(
+    guard: Callable[[Request], Awaitable[Principal]], *, guarded: bool
+) -> APIRouter:
+    """The quarantine and erasure routes: the list is a read, the changes need ``guard`` (the
+    ``operator`` role), whose principal the audit record names."""
+
+    async def operator(request: Request) -> None:
+        request.state.principal = await guard(request)
+
     router = APIRouter()
     auth = AUTH if guarded else ()
-    security: dict[str, Any] = BEARER if guarded else {}
+    security: dict[str, Any] = {**BEARER, **openapi_roles([Role.OPERATOR])} if guarded else {}
     router.add_api_route(
         "/v1/datasets/{name}/quarantined",
         list_quarantined,
@@ -149,7 +166,7 @@ def governance_router(guard: Callable[[Request], None], *, guarded: bool) -> API
         "/v1/datasets/{name}/segments/{segment_id}/release",
         release_segment,
         methods=["POST"],
-        dependencies=[Depends(guard)],
+        dependencies=[Depends(operator)],
         summary="Release a quarantined segment into training",
         response_model=QuarantinedSegment,
         responses=error_responses(*auth, 404, 409, 413, 422, 503),
@@ -162,7 +179,7 @@ def governance_router(guard: Callable[[Request], None], *, guarded: bool) -> API
         "/v1/datasets/{name}/erase",
         erase_records,
         methods=["POST"],
-        dependencies=[Depends(guard)],
+        dependencies=[Depends(operator)],
         summary="Erase records by id from the dataset",
         response_model=EraseAnswer,
         responses=error_responses(*auth, 404, 409, 413, 422, 503),

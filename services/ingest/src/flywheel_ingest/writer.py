@@ -326,12 +326,16 @@ class DatasetWriter:
 
     # -- governance -----------------------------------------------------------------------
 
-    async def release(self, dataset: str, segment_id: str, actor: str, reason: str) -> SegmentEntry:
+    async def release(
+        self, dataset: str, segment_id: str, actor: str, reason: str, token: str | None = None
+    ) -> SegmentEntry:
         """Release a quarantined segment: into the next snapshots, announced as new data, with
-        a ``data.audit`` record (under the writer's lock: it owns the manifest)."""
+        a ``data.audit`` record naming ``token`` (under the writer's lock: it owns the
+        manifest)."""
         async with self._lock:
             manifest = self.load_manifest(dataset)
             entry, audit = release_segment(manifest, segment_id, actor, reason, utcnow())
+            audit = audit.model_copy(update={"token": token})
             await asyncio.to_thread(self._save_manifest, manifest)
             RELEASED.labels(dataset).inc()
             log.info(
@@ -342,9 +346,11 @@ class DatasetWriter:
             await self._announce_pending(dataset)
         return entry
 
-    async def erase(self, dataset: str, ids: list[str], actor: str, reason: str) -> Erasure:
+    async def erase(
+        self, dataset: str, ids: list[str], actor: str, reason: str, token: str | None = None
+    ) -> Erasure:
         """Remove records by id from every stored segment (buffered rows are sealed first),
-        with an erasure log entry and a ``data.audit`` record."""
+        with an erasure log entry and a ``data.audit`` record naming ``token``."""
         contract = self.contracts.get(dataset)
         assert contract is not None
         async with self._lock:
@@ -366,5 +372,5 @@ class DatasetWriter:
                 "records erased",
                 extra={"dataset": dataset, "rows": erasure.rows, "segments": erasure.segments},
             )
-            await self.producer.publish(audit)
+            await self.producer.publish(audit.model_copy(update={"token": token}))
         return erasure
