@@ -16,10 +16,9 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from flywheel_devkit.testing.waiting import eventually
 from flywheel_local.stack import LocalStack
 from flywheel_shared.events import (
     Prediction,
@@ -117,16 +117,6 @@ def keyed(value: str) -> str:
 
 def now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.2)
-    return result
 
 
 class Topics:
@@ -292,7 +282,8 @@ async def test_personal_values_never_leave_in_clear(stack: LocalStack) -> None:
                 and len(topics.raw["data.batch.committed"]) >= 1
             )
 
-        await until(done, 90, "rejections, dead letters, predictions and a committed batch")
+        # rejections, dead letters, predictions and a committed batch
+        await eventually(done, 90, 0.2)
     finally:
         await producer.stop()
         await topics.stop()
